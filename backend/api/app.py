@@ -1,0 +1,44 @@
+"""The API application. Each area contributes an `APIRouter`; add it to `ROUTERS` below."""
+
+from __future__ import annotations
+
+import importlib
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from backend.config import Settings, get_settings
+from backend.errors import PlatformError
+from backend.identity.principal import PermissionDenied
+
+# Modules exposing `router: APIRouter`, mounted in this order.
+ROUTERS: tuple[str, ...] = ()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Stream Platform API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(PlatformError)
+    async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    @app.exception_handler(PermissionDenied)
+    async def denied(_: Request, exc: PermissionDenied) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=403)
+
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    for module in ROUTERS:
+        app.include_router(importlib.import_module(module).router)
+    return app

@@ -1,0 +1,102 @@
+"""One typed settings object for every process: environment variables first, then `secrets.env`.
+
+Every setting is documented in `secrets.env.example`; the names are the upper-case field names.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.errors import PlatformError
+
+
+def _env_file() -> Path:
+    return Path(os.environ.get("SECRETS_ENV_FILE", "secrets.env"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    # -- database -------------------------------------------------------------------------------------
+    database_url: str | None = None
+    db_profile: Literal["auto", "postgres", "timescaledb"] = "auto"
+    retention_raw_days: int = Field(default=14, ge=1)
+    retention_1m_days: int = Field(default=90, ge=1)
+    retention_1h_days: int = Field(default=730, ge=1)
+
+    # -- kafka ----------------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = None
+    telemetry_topic: str = "gpu.metrics.v1"
+    token_usage_topic: str = "token.usage.v1"
+    dlq_topic: str = "telemetry.dlq"
+    kafka_group_id: str = "telemetry-sink"
+    kafka_partitions: int = Field(default=12, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_client_config: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties as JSON, passed through as they are"
+    )
+
+    # -- sink -----------------------------------------------------------------------------------------
+    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_batch_max_latency_ms: int = Field(default=50, ge=1)
+    sink_metrics_port: int | None = None
+
+    # -- api and console ------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_base_url: str = "http://127.0.0.1:8080"
+    console_port: int = 8501
+    admin_password: SecretStr | None = None
+
+    # -- secrets --------------------------------------------------------------------------------------
+    secrets_backend: Literal["local", "gcp"] = "local"
+    gcp_project_id: str | None = None
+    secret_manager_endpoint: str | None = None
+    secrets_local_key: SecretStr | None = None
+    secrets_local_path: Path = Path(".data/secrets.json")
+
+    # -- compute (VMs) --------------------------------------------------------------------------------
+    vm_provider: Literal["local", "gcp"] = "local"
+    gcp_zone: str | None = None
+    compute_endpoint: str | None = None
+    docker_host: str | None = None
+
+    # -- logging --------------------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set: point it at PostgreSQL, or run `make demo`")
+        return self.database_url
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set: point it at a Kafka broker, or run `make demo`")
+        return self.kafka_bootstrap_servers
+
+
+class ConfigError(PlatformError):
+    """A setting is missing or invalid; the message says which and what to do."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment and `secrets.env` (environment wins), then apply overrides."""
+    settings = Settings(_env_file=_env_file())  # type: ignore[call-arg]
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
