@@ -15,6 +15,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("db", "backend.db.cli"),
     ("users", "backend.identity.cli"),
     ("api", "backend.api.cli"),
+    ("pipeline", "backend.telemetry.cli"),
 )
 
 app = typer.Typer(

@@ -1,0 +1,8 @@
+"""`stream-platform pipeline …`: collectors that produce telemetry, and the sink that stores it."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Telemetry pipeline: produce samples to Kafka, sink them into PostgreSQL.",
+                  no_args_is_help=True)
