@@ -1,0 +1,1 @@
+"""Wire-level fakes of external services (GCE, Docker Engine, Secret Manager) for the official clients."""
