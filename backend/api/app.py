@@ -5,14 +5,21 @@ from __future__ import annotations
 import importlib
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from backend.api.deps import lifespan
+from backend.api.errors import http_error, validation_error
+from backend.api.routes_meta import observe
 from backend.config import Settings, get_settings
 from backend.errors import PlatformError
 from backend.identity.principal import PermissionDenied
 
 # Modules exposing `router: APIRouter`, mounted in this order.
-ROUTERS: tuple[str, ...] = ()
+ROUTERS: tuple[str, ...] = (
+    "backend.api.routes_meta",
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,16 +30,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
 
     @app.exception_handler(PlatformError)
     async def platform_error(_: Request, exc: PlatformError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        body = {"error": str(exc)} | ({"field": exc.field} if getattr(exc, "field", None) else {})
+        return JSONResponse(body, status_code=exc.http_status)
 
     @app.exception_handler(PermissionDenied)
     async def denied(_: Request, exc: PermissionDenied) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=403)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.middleware("http")(observe)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:

@@ -1,13 +1,15 @@
-"""`stream-platform api serve`."""
+"""`stream-platform api serve` and `api tokens …`."""
 
 from __future__ import annotations
 
 import typer
 import uvicorn
 
+from backend.api.tokens_cli import app as tokens_app
 from backend.config import get_settings
 
 app = typer.Typer(help="The REST API and nginx-rtmp callbacks.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.command("serve")

@@ -1,0 +1,57 @@
+"""Per-request resources for API routes: a pooled database connection.
+
+The pool opens on first use and closes when the application shuts down (`lifespan`), so importing or building
+the app never needs a database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import FastAPI, Request
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from backend.config import Settings
+from backend.errors import Unavailable
+
+_lock = threading.Lock()
+
+
+def _pool(app: FastAPI) -> ConnectionPool:
+    pool = getattr(app.state, "db_pool", None)
+    if pool is not None:
+        return pool
+    with _lock:
+        if getattr(app.state, "db_pool", None) is None:
+            settings: Settings = app.state.settings
+            app.state.db_pool = ConnectionPool(
+                settings.require_database_url(),
+                min_size=1,
+                max_size=8,
+                timeout=5,
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                check=ConnectionPool.check_connection,
+                name="api",
+            )
+        return app.state.db_pool
+
+
+def db(request: Request) -> Iterator[psycopg.Connection]:
+    """An autocommit connection (dict rows) for this request; a dead database answers 503, not 500."""
+    try:
+        with _pool(request.app).connection() as conn:
+            yield conn
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        raise Unavailable("the database is not reachable right now") from exc
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    pool = getattr(app.state, "db_pool", None)
+    if pool is not None:
+        pool.close()

@@ -1,0 +1,56 @@
+"""`GET /api/v1/metrics` (the metric catalog with units) and `GET /metrics` (Prometheus exposition)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+
+from backend.api.auth import viewer
+from backend.telemetry.fields import FIELDS
+
+router = APIRouter()
+
+REQUESTS = Counter("api_requests_total", "API requests by route template, method and status",
+                   ["route", "method", "status"])
+LATENCY = Histogram("api_request_duration_seconds", "API request latency by route template", ["route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+class MetricInfo(BaseModel):
+    name: str
+    dcgm_field: str
+    unit: str
+    kind: str
+    description: str
+    rollups: list[str]
+
+
+def _rollups(kind: str) -> list[str]:
+    return ["avg", "min", "max"] if kind == "gauge" else ["min", "max"]
+
+
+@router.get("/api/v1/metrics", tags=["meta"], response_model=list[MetricInfo])
+def metric_catalog(_: object = Depends(viewer)) -> list[MetricInfo]:
+    """Every metric stored per sample, with its unit and the aggregates the 1m/1h rollups keep."""
+    return [MetricInfo(name=f.column, dcgm_field=f.dcgm, unit=f.unit, kind=f.kind, description=f.description,
+                       rollups=_rollups(f.kind)) for f in FIELDS]
+
+
+@router.get("/metrics", tags=["meta"], include_in_schema=False)
+def prometheus() -> Response:
+    """Prometheus text exposition of this process: request counts and latencies, process and Python stats."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """HTTP middleware counting requests by route template (never the raw path, which may hold ids)."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    LATENCY.labels(route).observe(time.perf_counter() - started)
+    return response
