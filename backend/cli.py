@@ -16,6 +16,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("users", "backend.identity.cli"),
     ("api", "backend.api.cli"),
     ("pipeline", "backend.telemetry.cli"),
+    ("health", "backend.health.cli"),
 )
 
 app = typer.Typer(

@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     sink_batch_max_latency_ms: int = Field(default=50, ge=1)
     sink_metrics_port: int | None = None
 
+    # -- health ---------------------------------------------------------------------------------------
+    health_window_s: int = Field(default=600, ge=60)
+    health_xid_window_s: int = Field(default=3600, ge=60)
+    health_stale_after_s: int = Field(default=120, ge=10)
+    health_evaluate_every_s: int = Field(default=30, ge=1)
+    health_resolve_after_evaluations: int = Field(default=3, ge=1)
+    health_resolve_hold_s: int = Field(default=120, ge=0)
+    health_reopen_window_s: int = Field(default=3600, ge=0)
+    health_model_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
+    health_webhook_url: SecretStr | None = None
+    health_webhook_format: Literal["json", "slack"] = "json"
+    health_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    health_webhook_retries: int = Field(default=3, ge=0)
+    health_risk_horizon_h: int = Field(default=24, ge=1)
+    health_model_dir: Path = Path(".data/models")
+
     # -- api and console ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8080

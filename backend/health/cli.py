@@ -1,0 +1,156 @@
+"""`stream-platform health evaluate|status|show|alerts|ack|rules|train|predict`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import typer
+from rich.table import Table
+
+from backend.cli_support import acting_principal, console, friendly_errors, print_json
+from backend.config import get_settings
+from backend.db import connect
+from backend.health import service
+from backend.health.alerts import ALERT_STATES
+from backend.health.rules import RULE_IDS
+from backend.health.xid import CATALOG
+from backend.telemetry.durations import parse_duration
+
+app = typer.Typer(help="GPU health: rules, alerts and failure risk.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+_STYLE = {"healthy": "green", "warning": "yellow", "critical": "bold red", "unknown": "magenta",
+          "open": "red", "acknowledged": "yellow", "resolved": "green"}
+
+
+def _styled(value: str) -> str:
+    return f"[{_STYLE.get(value, 'white')}]{value}[/]"
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate(
+    loop: bool = typer.Option(False, "--loop", help="keep evaluating until interrupted"),
+    every: str = typer.Option(None, "--every", help="interval with --loop, e.g. 30s (default HEALTH_EVALUATE_EVERY_S)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Evaluate every GPU, store statuses, open/resolve alerts and notify the webhook."""
+    settings = get_settings()
+
+    def show(summary: service.EvaluationSummary) -> None:
+        if as_json:
+            print_json(summary)
+            return
+        console.print(
+            f"{summary.evaluated_at:%H:%M:%S} {summary.gpus} GPUs: {summary.healthy} healthy, "
+            f"{_styled('warning')} {summary.warning}, {_styled('critical')} {summary.critical}, "
+            f"{_styled('unknown')} {summary.unknown} · alerts opened {summary.opened}, reopened {summary.reopened}, "
+            f"escalated {summary.escalated}, resolved {summary.resolved} · notified {summary.notified}"
+            + (f" ([red]{summary.notify_failed} failed[/])" if summary.notify_failed else "")
+            + f" · {summary.duration_s:.2f}s"
+        )
+
+    if not loop:
+        show(service.evaluate_once(settings))
+        return
+    every_s = parse_duration(every, what="--every").total_seconds() if every else settings.health_evaluate_every_s
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        service.evaluate_loop(settings, every_s=every_s, stop=stop, on_summary=show)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@app.command("status")
+@friendly_errors
+def status(
+    state: str = typer.Option(None, "--status", help="healthy, warning, critical or unknown"),
+    host: str = typer.Option(None, "--host"),
+    model: str = typer.Option(None, "--model", help="a fragment of the model name, e.g. H100"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The fleet's latest health, worst first."""
+    with connect() as conn:
+        rows = service.fleet_health(conn, status=state, host=host, model=model)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("host", "gpu", "model", "status", "since", "findings")
+    for r in rows:
+        table.add_row(r.host, str(r.gpu_index), r.model or "?", _styled(r.status),
+                      f"{r.status_since:%Y-%m-%d %H:%M}" if r.status_since else "",
+                      "; ".join(f"{f.severity}: {f.title}" for f in r.findings))
+    console.print(table)
+
+
+@app.command("show")
+@friendly_errors
+def show(gpu_uuid: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One GPU: status, findings with evidence and action, alerts, failure risk."""
+    with connect() as conn:
+        detail = service.gpu_detail(conn, gpu_uuid)
+    if as_json:
+        print_json(detail)
+        return
+    h = detail.health
+    console.print(f"[bold]{h.gpu_uuid}[/] {h.host} GPU {h.gpu_index} ({h.model or '?'}): {_styled(h.status)}")
+    for f in h.findings:
+        console.print(f"  {_styled(f.severity)} [bold]{f.rule}[/] {f.title} since {f.since:%Y-%m-%d %H:%M:%S}")
+        console.print(f"    evidence: {f.evidence}", highlight=False)
+        console.print(f"    action: {f.action}", highlight=False)
+    if detail.risk:
+        r = detail.risk
+        top = ", ".join(f"{c.feature}={c.value:g}" for c in r.top_features)
+        console.print(f"  risk of a critical fault within {r.horizon_h} h: [bold]{r.probability:.0%}[/] "
+                      f"(model {r.model_version}; drivers: {top or 'none'})")
+    for a in detail.alerts:
+        console.print(f"  alert #{a.id} {_styled(a.state)} {a.severity} {a.rule} opened {a.opened_at:%Y-%m-%d %H:%M}")
+
+
+@app.command("alerts")
+@friendly_errors
+def alerts(
+    state: list[str] = typer.Option(None, "--state", help=f"repeatable: {', '.join(ALERT_STATES)}"),
+    severity: str = typer.Option(None, "--severity", help="warning or critical"),
+    host: str = typer.Option(None, "--host"),
+    gpu: str = typer.Option(None, "--gpu", help="GPU UUID"),
+    limit: int = typer.Option(200, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Alerts, active first then newest."""
+    with connect() as conn:
+        rows = service.list_alerts(conn, states=tuple(state) if state else None, severity=severity, host=host,
+                                   gpu_uuid=gpu, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "state", "severity", "host", "gpu", "rule", "title", "opened", "reopens", "ack by")
+    for a in rows:
+        table.add_row(str(a.id), _styled(a.state), _styled(a.severity), a.host, str(a.gpu_index), a.rule, a.title,
+                      f"{a.opened_at:%Y-%m-%d %H:%M}", str(a.reopen_count), a.acknowledged_by or "")
+    console.print(table)
+
+
+@app.command("ack")
+@friendly_errors
+def ack(alert_id: int, note: str = typer.Option(None, "--note", help="why / who is on it")) -> None:
+    """Acknowledge an open alert (operator or admin)."""
+    with connect() as conn:
+        alert = service.acknowledge(conn, acting_principal(), alert_id, note)
+    console.print(f"alert #{alert.id} acknowledged by {alert.acknowledged_by}")
+
+
+@app.command("rules")
+def rules(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The rules and the XID catalog they use."""
+    if as_json:
+        print_json({"rules": list(RULE_IDS), "xids": list(CATALOG.values())})
+        return
+    console.print("rules: " + ", ".join(RULE_IDS))
+    table = Table("xid", "severity", "category", "meaning", "action")
+    for x in CATALOG.values():
+        table.add_row(str(x.code), _styled(x.severity), x.category, x.name, x.action)
+    console.print(table)
+

@@ -1,0 +1,88 @@
+"""The health tables and the fleet loader: one query for every GPU's recent samples, one for the inventory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from backend.health.findings import Finding, GpuHealth
+from backend.health.history import GpuHistory, Sample
+
+RULE_COLUMNS: tuple[str, ...] = (
+    "gpu_temp", "memory_temp", "power_usage", "pcie_replay_counter", "xid_errors", "ecc_sbe_vol_total",
+    "ecc_dbe_vol_total", "retired_pages_sbe", "retired_pages_dbe", "retired_pages_pending",
+    "uncorrectable_remapped_rows", "row_remap_failure", "clocks_event_reasons", "power_violation",
+    "thermal_violation", "nvlink_crc_flit_error_count_total", "nvlink_replay_error_count_total",
+    "nvlink_recovery_error_count_total",
+)
+WEEK = timedelta(days=7)
+
+
+def load_fleet(conn: psycopg.Connection, now: datetime, window: timedelta) -> list[GpuHistory]:
+    """Every known GPU with its samples in (now - window, now], oldest first.
+
+    GPUs in the inventory without samples in the window come back with none (they are stale); GPUs with samples
+    but not (yet) in the inventory are included too.
+    """
+    inventory = conn.execute(
+        """SELECT g.gpu_uuid, g.host, g.gpu_index, g.model, g.last_seen, w.retired_pages_dbe AS week_dbe
+           FROM gpus g
+           LEFT JOIN LATERAL (
+               SELECT m.retired_pages_dbe FROM gpu_metrics m
+               WHERE m.gpu_uuid = g.gpu_uuid AND m.time >= %(week)s AND m.time <= %(now)s
+                 AND m.retired_pages_dbe IS NOT NULL
+               ORDER BY m.time LIMIT 1) w ON true""",
+        {"week": now - WEEK, "now": now},
+    ).fetchall()
+    fleet = {
+        r["gpu_uuid"]: GpuHistory(r["gpu_uuid"], r["host"], r["gpu_index"], r["model"], [],
+                                  {"retired_pages_dbe": r["week_dbe"]}, r["last_seen"])
+        for r in inventory
+    }
+    query = sql.SQL(
+        "SELECT gpu_uuid, host, gpu_index, time, {cols} FROM gpu_metrics "
+        "WHERE time > %(start)s AND time <= %(now)s ORDER BY gpu_uuid, time"
+    ).format(cols=sql.SQL(", ").join(map(sql.Identifier, RULE_COLUMNS)))
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        cur.execute(query, {"start": now - window, "now": now})
+        for gpu_uuid, host, gpu_index, time, *values in cur:
+            history = fleet.get(gpu_uuid)
+            if history is None:
+                history = fleet[gpu_uuid] = GpuHistory(gpu_uuid, host, gpu_index, None, [])
+            history.samples.append(Sample(time, dict(zip(RULE_COLUMNS, values, strict=True))))
+    return sorted(fleet.values(), key=lambda h: (h.host, h.gpu_index, h.gpu_uuid))
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    return asdict(finding) | {"since": finding.since.isoformat()}
+
+
+def finding_from_json(data: dict[str, Any]) -> Finding:
+    return Finding(**(data | {"since": datetime.fromisoformat(data["since"])}))
+
+
+def save_health(conn: psycopg.Connection, results: list[GpuHealth]) -> None:
+    """Upsert the latest status per GPU; `status_since` moves only when the status changes."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO gpu_health (gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at,
+                                       status_since)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (gpu_uuid) DO UPDATE SET
+                   host = EXCLUDED.host, gpu_index = EXCLUDED.gpu_index, model = EXCLUDED.model,
+                   findings = EXCLUDED.findings, last_seen = EXCLUDED.last_seen,
+                   evaluated_at = EXCLUDED.evaluated_at,
+                   status_since = CASE WHEN gpu_health.status = EXCLUDED.status THEN gpu_health.status_since
+                                       ELSE EXCLUDED.evaluated_at END,
+                   status = EXCLUDED.status""",
+            [
+                (r.gpu_uuid, r.host, r.gpu_index, r.model, r.status, Jsonb([finding_json(f) for f in r.findings]),
+                 r.last_seen, r.evaluated_at, r.evaluated_at)
+                for r in results
+            ],
+        )

@@ -1,0 +1,85 @@
+"""Fleet evaluation on a real PostgreSQL: the loader, stored statuses, and the read services."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from backend.errors import InvalidInput, NotFound
+from backend.health import service
+from backend.health.store import load_fleet
+
+from .crafted import A100, NOW, rows, store
+
+
+@pytest.fixture
+def fleet(db):
+    store(db, "GPU-ok", rows(90), host="node-a", index=0)
+    store(db, "GPU-dbe", rows(90, ecc_dbe_vol_total=[0] * 80 + [2] * 10), host="node-a", index=1)
+    store(db, "GPU-hot", rows(90, gpu_temp=86.0), host="node-b", index=0, model=A100)
+    store(db, "GPU-gone", rows(30, end=NOW - timedelta(minutes=5)), host="node-b", index=1)
+    return db
+
+
+def test_loader_reads_the_whole_fleet_in_one_pass(fleet):
+    histories = {h.gpu_uuid: h for h in load_fleet(fleet, NOW, timedelta(minutes=20))}
+    assert set(histories) == {"GPU-ok", "GPU-dbe", "GPU-hot", "GPU-gone"}
+    assert len(histories["GPU-ok"].samples) == 90
+    assert histories["GPU-hot"].model == A100
+    assert histories["GPU-dbe"].latest("ecc_dbe_vol_total") == (NOW, 2.0)
+    # only the window is loaded
+    assert len(load_fleet(fleet, NOW, timedelta(minutes=1))[0].samples) <= 7
+
+
+def test_evaluate_once_stores_status_and_findings(settings, fleet):
+    summary = service.evaluate_once(settings, now=NOW)
+    assert (summary.gpus, summary.healthy, summary.warning, summary.critical, summary.unknown) == (4, 1, 1, 1, 1)
+    assert summary.opened == 3  # DBE, A100 over 85 °C, stale telemetry
+
+    statuses = {h.gpu_uuid: h for h in service.fleet_health(fleet)}
+    assert statuses["GPU-dbe"].status == "critical"
+    dbe = statuses["GPU-dbe"].findings[0]
+    assert (dbe.rule, dbe.evidence["ecc_dbe_vol_total"]) == ("ecc_dbe_volatile", 2)
+    assert dbe.since == NOW - timedelta(seconds=90)
+    assert statuses["GPU-hot"].findings[0].rule == "gpu_temperature"
+    assert statuses["GPU-gone"].status == "unknown"
+    assert statuses["GPU-ok"].status == "healthy" and statuses["GPU-ok"].findings == []
+    # worst first
+    assert service.fleet_health(fleet)[0].status == "critical"
+
+
+def test_filters_and_detail(settings, fleet):
+    service.evaluate_once(settings, now=NOW)
+    assert [h.gpu_uuid for h in service.fleet_health(fleet, status="critical")] == ["GPU-dbe"]
+    assert {h.gpu_uuid for h in service.fleet_health(fleet, host="node-b")} == {"GPU-hot", "GPU-gone"}
+    assert [h.gpu_uuid for h in service.fleet_health(fleet, model="a100")] == ["GPU-hot"]
+    with pytest.raises(InvalidInput, match="status must be one of"):
+        service.fleet_health(fleet, status="sick")
+
+    detail = service.gpu_detail(fleet, "GPU-dbe")
+    assert detail.health.status == "critical"
+    assert [a.rule for a in detail.alerts] == ["ecc_dbe_volatile"]
+    assert detail.risk is None
+    with pytest.raises(NotFound):
+        service.gpu_detail(fleet, "GPU-nope")
+
+
+def test_status_since_moves_only_when_the_status_changes(settings, fleet):
+    service.evaluate_once(settings, now=NOW)
+    service.evaluate_once(settings, now=NOW + timedelta(seconds=30))
+    row = fleet.execute("SELECT status, status_since, evaluated_at FROM gpu_health WHERE gpu_uuid='GPU-ok'").fetchone()
+    assert row["status_since"] == NOW
+    assert row["evaluated_at"] == NOW + timedelta(seconds=30)
+    # 30 s later GPU-ok's last sample is 30 s old: still fresh; at +3 min it is stale
+    service.evaluate_once(settings, now=NOW + timedelta(minutes=3))
+    row = fleet.execute("SELECT status, status_since FROM gpu_health WHERE gpu_uuid='GPU-ok'").fetchone()
+    assert (row["status"], row["status_since"]) == ("unknown", NOW + timedelta(minutes=3))
+
+
+def test_week_old_sample_feeds_the_dbe_growth_rule(settings, db):
+    store(db, "GPU-pages", rows(3, end=NOW - timedelta(days=6), retired_pages_dbe=10), host="node-c")
+    store(db, "GPU-pages", rows(30, retired_pages_dbe=16), host="node-c")
+    service.evaluate_once(settings, now=NOW)
+    found = {f.rule: f for f in service.gpu_detail(db, "GPU-pages").health.findings}
+    assert found["retired_pages_dbe_growth"].evidence["added_in_week"] == 6
