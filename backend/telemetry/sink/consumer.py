@@ -1,0 +1,259 @@
+"""The sink loop: consume → validate → dead-letter rejects → store → commit offsets, one batch at a time.
+
+Offsets are committed only after the database commit and after the dead letters are acknowledged, so a crash
+at any point replays (harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database outage is
+waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
+refuses for its content is split so that only the offending messages go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from backend.config import Settings, get_settings
+from backend.errors import Unavailable
+from backend.messaging.kafka import ensure_topics, make_consumer, make_producer
+from backend.telemetry.sink.batch import Batch, build_batch
+from backend.telemetry.sink.dlq import DeadLetters
+from backend.telemetry.sink.metrics import SinkMetrics
+from backend.telemetry.sink.validate import Rejected, TimeWindow
+from backend.telemetry.sink.writer import PostgresWriter, WriteResult
+
+log = logging.getLogger(__name__)
+
+FUTURE_ALLOWANCE = timedelta(minutes=5)
+_TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+              psycopg.errors.CheckViolation)
+_CONTENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)  # this data, not the database
+MAX_BACKOFF_S = 5.0
+STOP_GRACE_S = 15.0
+
+
+@dataclass
+class SinkSummary:
+    """What one run did; returned by `Sink.run()` and printed by the CLI."""
+
+    consumed: int = 0
+    metrics_written: int = 0
+    tokens_written: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Sink:
+    """One member of the sink consumer group. `run()` returns when stopped (SIGTERM/SIGINT or `stop()`) or,
+    with `until_idle`, after that many seconds without a new message."""
+
+    def __init__(self, settings: Settings | None = None, *, until_idle: float | None = None,
+                 use_copy: bool = True, metrics: SinkMetrics | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.until_idle = until_idle
+        self.metrics = metrics or SinkMetrics()
+        self.summary = SinkSummary()
+        self._writer = PostgresWriter(self.settings, use_copy=use_copy)
+        self._stop = threading.Event()
+        self._pending: list[Message] = []
+        self._consumer: Consumer | None = None
+        self._dlq: DeadLetters | None = None
+        self._flushing = False
+        self._active_since: float | None = None  # when partitions were last assigned: idle time counts from there
+
+    def stop(self) -> None:
+        """Finish the current batch, commit it and return from `run()`."""
+        self._stop.set()
+
+    def run(self) -> SinkSummary:
+        s = self.settings
+        topics = [s.telemetry_topic, s.token_usage_topic]
+        ensure_topics([*topics, s.dlq_topic], s)
+        if s.sink_metrics_port:
+            self.metrics.serve(s.sink_metrics_port)
+        self._install_signal_handlers()
+        self._dlq = DeadLetters(make_producer(s, **{"linger.ms": 0}), s.dlq_topic)
+        self._consumer = make_consumer(s.kafka_group_id, s)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("sink consuming %s as group %s", ", ".join(topics), s.kafka_group_id)
+        try:
+            self._loop()
+            self._flush()
+        finally:
+            self._consumer.close()
+            self._writer.close()
+        log.info("sink stopped: %s", self.summary)
+        return self.summary
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self._stop.set())
+
+    def _loop(self) -> None:
+        size, latency = self.settings.sink_batch_size, self.settings.sink_batch_max_latency_ms / 1000
+        batch_started = time.monotonic()
+        while not self._stop.is_set():
+            wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
+            messages = self._consumer.consume(num_messages=max(1, size - len(self._pending)), timeout=wait)
+            now = time.monotonic()
+            for message in messages:
+                if message.error() is None:
+                    if not self._pending:
+                        batch_started = now
+                    self._pending.append(message)
+                elif message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", message.error())
+            if messages and self._active_since is not None:
+                self._active_since = now
+            if self._pending and (len(self._pending) >= size or now >= batch_started + latency):
+                self._flush()
+            elif self._idle(now):
+                return
+
+    def _idle(self, now: float) -> bool:
+        """`until_idle` seconds with partitions assigned and no new message (joining a group takes a while)."""
+        return (self.until_idle is not None and not self._pending and self._active_since is not None
+                and now - self._active_since >= self.until_idle)
+
+    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        self._active_since = time.monotonic()
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        """Store and commit what we hold before the partitions move to another member (unless a flush is already
+        under way: its commit may then be refused, and the new owner replays harmlessly)."""
+        self._active_since = None
+        if not self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        started = time.monotonic()
+        messages, self._pending = self._pending, []
+        self._flushing = True
+        try:
+            self._flush_messages(messages)
+        finally:
+            self._flushing = False
+        self._account_time(messages, time.monotonic() - started)
+
+    def _flush_messages(self, messages: list[Message]) -> None:
+        window = TimeWindow(
+            oldest=datetime.now(UTC) - timedelta(days=self.settings.retention_raw_days),
+            latest=datetime.now(UTC) + FUTURE_ALLOWANCE,
+        )
+        batch = build_batch(messages, self.settings.telemetry_topic, window)
+        self._store(batch, messages, window)
+        self._dead_letter_flush()
+        self._commit(batch.offsets)
+        self._observe_lag(batch)
+
+    def _store(self, batch: Batch, messages: list[Message], window: TimeWindow) -> None:
+        """Write with retries on transient errors; a batch refused for its content is split message by message."""
+        for message, rejected in batch.rejected:
+            self._dead_letter(message, rejected)
+        try:
+            self._count(self._write_with_retry(batch))
+        except _CONTENT_ERRORS as exc:
+            log.warning("batch refused by the database (%s): isolating the offending messages", exc.sqlstate)
+            self._isolate(messages, batch, window)
+
+    def _isolate(self, messages: list[Message], batch: Batch, window: TimeWindow) -> None:
+        rejected_ids = {id(m) for m, _ in batch.rejected}
+        for message in messages:
+            if id(message) in rejected_ids:
+                continue
+            single = build_batch([message], self.settings.telemetry_topic, window)
+            try:
+                self._count(self._write_with_retry(single))
+            except _CONTENT_ERRORS as exc:
+                reason = Rejected("db_rejected", f"{exc.sqlstate}: {str(exc).splitlines()[0][:300]}")
+                batch.rejected.append((message, reason))
+                self._dead_letter(message, reason)
+
+    def _write_with_retry(self, batch: Batch) -> WriteResult:
+        """Retry transient failures (database down, deadlock) with back-off: never skip, never lose. After a
+        stop request the retries end after a grace period and the process exits without committing."""
+        delay, stop_deadline = 0.1, None
+        while True:
+            try:
+                return self._writer.write(batch)
+            except _TRANSIENT as exc:
+                self.metrics.db_retries.inc()
+                log.warning("database write failed (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
+            if self._stop.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() > stop_deadline:
+                    raise Unavailable("stopping with an unwritten batch: the database stayed unreachable "
+                                      "(offsets not committed, nothing lost)")
+            self._keep_membership(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _keep_membership(self, seconds: float) -> None:
+        """Wait while polling with paused partitions, so the group does not evict us during an outage."""
+        assignment = self._consumer.assignment()
+        self._consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                message = self._consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+                if message is not None and message.error() is None:
+                    self._pending.append(message)  # fetched before the pause: keep it for the next batch
+        finally:
+            self._consumer.resume(self._consumer.assignment())
+
+    def _dead_letter(self, message: Message, rejected: Rejected) -> None:
+        self._dlq.send(message, rejected)
+        self.metrics.dlq.labels(rejected.reason).inc()
+        self.summary.dead_lettered += 1
+        self.summary.dlq_reasons[rejected.reason] = self.summary.dlq_reasons.get(rejected.reason, 0) + 1
+
+    def _dead_letter_flush(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._dlq.flush()
+                return
+            except Unavailable as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self._keep_membership(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the next offsets; a commit refused after a rebalance only means a harmless replay."""
+        partitions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
+        try:
+            self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit refused (%s): the new owner will replay these messages idempotently", exc)
+
+    def _count(self, result: WriteResult) -> None:
+        self.metrics.written.labels("gpu_metrics").inc(result.metrics_inserted)
+        self.metrics.written.labels("token_usage").inc(result.tokens_inserted)
+        self.metrics.duplicates.labels("gpu_metrics").inc(result.metrics_duplicates)
+        self.metrics.duplicates.labels("token_usage").inc(result.tokens_duplicates)
+        self.summary.metrics_written += result.metrics_inserted
+        self.summary.tokens_written += result.tokens_inserted
+        self.summary.duplicates += result.metrics_duplicates + result.tokens_duplicates
+
+    def _account_time(self, messages: list[Message], seconds: float) -> None:
+        self.summary.consumed += len(messages)
+        self.summary.batches += 1
+        for topic in {m.topic() for m in messages}:
+            self.metrics.consumed.labels(topic).inc(sum(1 for m in messages if m.topic() == topic))
+        self.metrics.batch_seconds.observe(seconds)
+        self.metrics.batch_size.observe(len(messages))
+
+    def _observe_lag(self, batch: Batch) -> None:
+        for (topic, part), next_offset in batch.offsets.items():
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+            if high >= 0:
+                self.metrics.lag.labels(topic, str(part)).set(max(0, high - next_offset))

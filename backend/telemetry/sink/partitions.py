@@ -1,0 +1,129 @@
+"""Storage upkeep: daily partitions ahead of time and retention (postgres profile), policies (timescaledb profile).
+
+The postgres profile partitions `gpu_metrics` by day (`gpu_metrics_pYYYYMMDD`, UTC days). The sink creates the
+partitions a batch needs before writing it; `stream-platform pipeline maintain` (run it daily, e.g. from cron or
+the demo) creates the next days ahead and applies the RETENTION_*_DAYS settings in both profiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import psycopg
+from psycopg import sql
+
+from backend.config import Settings, get_settings
+from backend.db import connect
+from backend.db.migrate import profile_of
+
+log = logging.getLogger(__name__)
+
+_PARTITION = re.compile(r"^gpu_metrics_p(\d{8})$")
+_LOCK_KEY = 0x53494E4B  # advisory lock: one partition creator at a time
+AHEAD_DAYS = 3
+
+
+def partition_name(day: date) -> str:
+    return f"gpu_metrics_p{day:%Y%m%d}"
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def existing_partitions(conn: psycopg.Connection) -> set[date]:
+    rows = conn.execute(
+        "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'gpu_metrics'::regclass"
+    ).fetchall()
+    days = set()
+    for row in rows:
+        name = row["name"] if isinstance(row, dict) else row[0]
+        match = _PARTITION.match(name)
+        if match:
+            days.add(datetime.strptime(match[1], "%Y%m%d").date())
+    return days
+
+
+def ensure_partitions(conn: psycopg.Connection, days: Iterable[date]) -> list[date]:
+    """Create the missing daily partitions for `days` in their own transaction; returns those created.
+    An advisory lock keeps concurrent sinks from racing on the same day."""
+    wanted = set(days)
+    created: list[date] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        for day in sorted(wanted - existing_partitions(conn)):
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF gpu_metrics FOR VALUES FROM ({}) TO ({})").format(
+                    sql.Identifier(partition_name(day)), sql.Literal(_midnight(day)),
+                    sql.Literal(_midnight(day + timedelta(days=1))))
+            )
+            created.append(day)
+    if created:
+        log.info("created gpu_metrics partitions for %s", ", ".join(d.isoformat() for d in created))
+    return created
+
+
+def drop_expired_partitions(conn: psycopg.Connection, keep_days: int, today: date | None = None) -> list[date]:
+    """Drop the daily partitions whose whole day lies before the retention window."""
+    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days)
+    dropped: list[date] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        for day in sorted(existing_partitions(conn)):
+            if day + timedelta(days=1) <= cutoff:
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(day))))
+                dropped.append(day)
+    if dropped:
+        log.info("dropped expired gpu_metrics partitions %s", ", ".join(d.isoformat() for d in dropped))
+    return dropped
+
+
+@dataclass
+class MaintenanceReport:
+    profile: str
+    partitions_created: list[date] = field(default_factory=list)
+    partitions_dropped: list[date] = field(default_factory=list)
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    policies: dict[str, int] = field(default_factory=dict)
+
+
+_TIMESCALE_RETENTION = (
+    ("gpu_metrics", "retention_raw_days"),
+    ("gpu_metrics_1m", "retention_1m_days"),
+    ("gpu_metrics_1h", "retention_1h_days"),
+    ("token_usage", "retention_1h_days"),
+)
+_POSTGRES_RETENTION = (
+    ("gpu_metrics_1m_state", "bucket", "retention_1m_days"),
+    ("gpu_metrics_1h_state", "bucket", "retention_1h_days"),
+    ("token_usage", "time", "retention_1h_days"),
+)
+
+
+def maintain(settings: Settings | None = None, today: date | None = None) -> MaintenanceReport:
+    """Partitions ahead and retention from settings (postgres), or retention policies from settings (timescaledb).
+    Token usage is billing data: it is kept as long as the hourly rollups."""
+    settings = settings or get_settings()
+    today = today or datetime.now(UTC).date()
+    with connect(settings, autocommit=True) as conn:
+        report = MaintenanceReport(profile_of(conn))
+        if report.profile == "timescaledb":
+            for relation, setting in _TIMESCALE_RETENTION:
+                days = getattr(settings, setting)
+                conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
+                conn.execute("SELECT add_retention_policy(%s, %s::interval)", (relation, f"{days} days"))
+                report.policies[relation] = days
+            return report
+        report.partitions_created = ensure_partitions(conn, (today + timedelta(days=i) for i in range(AHEAD_DAYS + 1)))
+        report.partitions_dropped = drop_expired_partitions(conn, settings.retention_raw_days, today)
+        for table, column, setting in _POSTGRES_RETENTION:
+            cutoff = _midnight(today - timedelta(days=getattr(settings, setting)))
+            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(table),
+                                                                              sql.Identifier(column)), (cutoff,))
+            report.rows_deleted[table] = cur.rowcount
+    return report

@@ -1,0 +1,139 @@
+"""The one `write(batch)` seam between the sink and the database.
+
+Rows go into a temporary stage (binary COPY, or INSERT where COPY is unavailable: the WebAssembly TimescaleDB
+used in tests), then `INSERT … SELECT … ON CONFLICT DO NOTHING` moves them into the real tables, so replays are
+harmless. Raw rows, rollups (postgres profile), the `gpus` inventory and token usage commit in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from backend.config import Settings
+from backend.db import connect
+from backend.db.migrate import profile_of
+from backend.telemetry.fields import FIELDS
+from backend.telemetry.sink.batch import METRIC_COLUMNS, TOKEN_COLUMNS, Batch
+from backend.telemetry.sink.partitions import ensure_partitions
+from backend.telemetry.sink.rollups import insert_with_rollups
+
+log = logging.getLogger(__name__)
+
+_PG_TYPES = {"double precision": "float8", "bigint": "int8"}
+METRIC_TYPES = ("timestamptz", "text", "text", "int2", *(_PG_TYPES[f.sql_type] for f in FIELDS), "jsonb")
+TOKEN_TYPES = ("timestamptz", "text", "text", "text", "float8", "int8", "int8", "int8", "float8", "float8", "jsonb")
+
+_GPUS_UPSERT = """
+INSERT INTO gpus AS g (gpu_uuid, host, gpu_index, model, driver, labels, first_seen, last_seen)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::int2[], %s::text[], %s::text[], %s::jsonb[],
+                     %s::timestamptz[], %s::timestamptz[])
+ON CONFLICT (gpu_uuid) DO UPDATE SET
+    first_seen = least(g.first_seen, excluded.first_seen),
+    last_seen = greatest(g.last_seen, excluded.last_seen),
+    host = CASE WHEN excluded.last_seen >= g.last_seen THEN excluded.host ELSE g.host END,
+    gpu_index = CASE WHEN excluded.last_seen >= g.last_seen THEN excluded.gpu_index ELSE g.gpu_index END,
+    model = CASE WHEN excluded.last_seen >= g.last_seen THEN coalesce(excluded.model, g.model) ELSE g.model END,
+    driver = CASE WHEN excluded.last_seen >= g.last_seen THEN coalesce(excluded.driver, g.driver) ELSE g.driver END,
+    labels = CASE WHEN excluded.last_seen >= g.last_seen THEN excluded.labels ELSE g.labels END
+"""
+
+
+def _move(stage: str, table: str, columns: tuple[str, ...]) -> str:
+    cols = ", ".join(columns)
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+
+
+def _counted(insert: str) -> str:
+    return f"WITH inserted AS ({insert} RETURNING 1) SELECT count(*) AS inserted FROM inserted"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    metrics_inserted: int
+    metrics_duplicates: int
+    tokens_inserted: int
+    tokens_duplicates: int
+
+
+class PostgresWriter:
+    """Writes batches over one connection, reconnecting after failures. `use_copy=False` fills the stage with
+    INSERTs (for servers without COPY)."""
+
+    def __init__(self, settings: Settings, *, use_copy: bool = True) -> None:
+        self._settings = settings
+        self._use_copy = use_copy
+        self._conn: psycopg.Connection | None = None
+        self._profile = "postgres"
+        self._known_days: set = set()
+        self._metrics_sql = ""
+        self._tokens_sql = _counted(_move("_stage_tokens", "token_usage", TOKEN_COLUMNS))
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = connect(self._settings, autocommit=True)
+        self._profile = profile_of(conn)
+        conn.execute("CREATE TEMP TABLE _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
+        conn.execute("CREATE TEMP TABLE _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
+        move = _move("_stage_metrics", "gpu_metrics", METRIC_COLUMNS)
+        self._metrics_sql = insert_with_rollups(move) if self._profile == "postgres" else _counted(move)
+        self._known_days = set()
+        self._conn = conn
+        return conn
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Store the batch in one transaction; raises psycopg errors (the caller retries or isolates)."""
+        try:
+            return self._write(batch)
+        except psycopg.errors.CheckViolation:
+            self._known_days.clear()  # a partition vanished (retention ran): look again next time
+            raise
+        except psycopg.Error:
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
+                self.close()
+            raise
+
+    def _write(self, batch: Batch) -> WriteResult:
+        conn = self._connection()
+        if self._profile == "postgres" and not batch.days <= self._known_days:
+            ensure_partitions(conn, batch.days - self._known_days)
+            self._known_days |= batch.days
+        metrics = tokens = 0
+        with conn.transaction(), conn.cursor() as cur:
+            if batch.metric_rows:
+                self._fill(cur, "_stage_metrics", METRIC_COLUMNS, METRIC_TYPES, batch.metric_rows)
+                metrics = cur.execute(self._metrics_sql).fetchone()["inserted"]
+                self._upsert_gpus(cur, batch)
+            if batch.token_rows:
+                self._fill(cur, "_stage_tokens", TOKEN_COLUMNS, TOKEN_TYPES, batch.token_rows)
+                tokens = cur.execute(self._tokens_sql).fetchone()["inserted"]
+        return WriteResult(metrics, len(batch.metric_rows) - metrics, tokens, len(batch.token_rows) - tokens)
+
+    def _fill(self, cur: psycopg.Cursor, stage: str, columns: tuple[str, ...], types: tuple[str, ...],
+              rows: list[tuple]) -> None:
+        cols = ", ".join(columns)
+        if not self._use_copy:
+            cur.executemany(f"INSERT INTO {stage} ({cols}) VALUES ({', '.join(['%s'] * len(columns))})", rows)
+            return
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                copy.write_row(row)
+
+    @staticmethod
+    def _upsert_gpus(cur: psycopg.Cursor, batch: Batch) -> None:
+        uuids = sorted(batch.gpus)  # a fixed lock order: concurrent sinks never deadlock on the inventory
+        seen = [batch.gpus[u] for u in uuids]
+        cur.execute(_GPUS_UPSERT, (
+            uuids, [s.host for s in seen], [s.gpu_index for s in seen], [s.model for s in seen],
+            [s.driver for s in seen], [Jsonb(s.labels) for s in seen], [s.first_seen for s in seen],
+            [s.last_seen for s in seen]))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,62 @@
+"""`stream-platform pipeline sink | maintain | status`."""
+
+from __future__ import annotations
+
+import typer
+
+from backend.cli_support import acting_principal, console, friendly_errors, print_json
+from backend.config import get_settings
+
+
+@friendly_errors
+def sink(
+    until_idle: float = typer.Option(None, "--until-idle", min=0.1,
+                                     help="exit 0 after this many seconds without a new message"),
+    insert_mode: bool = typer.Option(False, "--insert", help="fill the stage with INSERT instead of COPY "
+                                     "(servers without COPY)"),
+) -> None:
+    """Consume telemetry and token usage from Kafka and store them (SIGTERM: finish the batch, commit, exit)."""
+    from backend.telemetry.sink.consumer import Sink
+
+    summary = Sink(get_settings(), until_idle=until_idle, use_copy=not insert_mode).run()
+    console.print(f"consumed {summary.consumed}, stored {summary.metrics_written} samples and "
+                  f"{summary.tokens_written} token-usage rows, {summary.duplicates} already stored, "
+                  f"{summary.dead_lettered} dead-lettered {summary.dlq_reasons or ''}")
+
+
+@friendly_errors
+def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Create the next days' partitions and apply RETENTION_*_DAYS (run daily)."""
+    from backend.telemetry.sink.partitions import maintain as run_maintenance
+
+    report = run_maintenance(get_settings())
+    if as_json:
+        print_json(report)
+        return
+    console.print(f"profile {report.profile}: {len(report.partitions_created)} partitions created, "
+                  f"{len(report.partitions_dropped)} dropped, rows deleted {report.rows_deleted or '-'}, "
+                  f"retention policies {report.policies or '-'}")
+
+
+@friendly_errors
+def status(
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    minutes: int = typer.Option(5, "--minutes", min=1, max=1440, help="window for the ingest rate"),
+) -> None:
+    """Ingest rate, consumer lag per partition, sink instances and recent dead letters."""
+    from backend.telemetry import pipeline_status
+
+    report = pipeline_status.overview(acting_principal(), minutes=minutes)
+    if as_json:
+        print_json(report)
+        return
+    rate = report.ingest
+    console.print(f"ingest: {rate.rows} samples in the last {minutes} min ({rate.rows_per_s:.1f}/s)")
+    console.print(f"consumer group {report.group}: total lag {sum(p.lag for p in report.lag)}")
+    for p in report.lag:
+        console.print(f"  {p.topic}[{p.partition}] committed {p.committed} end {p.end} lag {p.lag}")
+    for m in report.members:
+        console.print(f"  member {m.client_id} on {m.host}: {', '.join(m.partitions) or 'no partitions'}")
+    console.print(f"dead letters: {report.dlq_total} in {report.dlq_topic}")
+    for d in report.dead_letters[:10]:
+        console.print(f"  {d.source_topic}[{d.source_partition}]@{d.source_offset} {d.reason}: {d.detail}")

@@ -1,0 +1,108 @@
+"""Helpers for the sink tests: schema-following messages, producing them, and running sinks in or out of process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from backend.config import Settings
+from backend.messaging.kafka import ensure_topics, make_producer
+from backend.telemetry.fields import FIELDS
+
+
+def base_time() -> datetime:
+    """A whole hour two hours ago: inside retention, clear of the future limit, easy to bucket by hand."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+
+
+def uuid_for(n: int) -> str:
+    return f"GPU-{n:08x}-0000-4000-8000-{n:012x}"
+
+
+def sample(ts: datetime, gpu: int = 0, host: str = "host-a", **metrics: float) -> dict:
+    """A gpu.metrics.v1 message; every catalog field gets a plausible value unless given."""
+    values: dict[str, float] = {f.column: (1.0 if f.kind == "gauge" else 7) for f in FIELDS}
+    values.update(metrics)
+    return {
+        "schema": "gpu.metrics.v1", "ts": ts.isoformat().replace("+00:00", "Z"), "host": host,
+        "gpu_index": gpu % 8, "gpu_uuid": uuid_for(gpu), "model": "NVIDIA H100 80GB HBM3", "driver": "550.54.15",
+        "source": "simulator", "labels": {"zone": "test-a"}, "metrics": values,
+    }
+
+
+def token_usage(ts: datetime, gpu: int = 0, model: str = "llama-3-8b", requests: int = 10) -> dict:
+    return {
+        "schema": "token.usage.v1", "ts": ts.isoformat(), "host": "host-a", "gpu_uuid": uuid_for(gpu),
+        "served_model": model, "interval_s": 10.0, "requests": requests, "prompt_tokens": 100 * requests,
+        "completion_tokens": 50 * requests, "latency_ms_p50": 80.0, "latency_ms_p95": 200.0, "labels": {},
+    }
+
+
+def produce(settings: Settings, topic: str, messages: Iterable[dict | bytes], key: str | None = None) -> int:
+    """Produce JSON messages keyed by gpu_uuid (raw bytes go as they are); returns how many."""
+    ensure_topics([settings.telemetry_topic, settings.token_usage_topic, settings.dlq_topic], settings)
+    producer = make_producer(settings)
+    count = 0
+    for message in messages:
+        if isinstance(message, bytes):
+            producer.produce(topic, key=(key or "raw").encode(), value=message)
+        else:
+            producer.produce(topic, key=message["gpu_uuid"].encode(), value=orjson.dumps(message))
+        count += 1
+        if count % 10000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    return count
+
+
+def sink_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a `stream-platform pipeline sink` subprocess with this test's settings."""
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TELEMETRY_TOPIC": settings.telemetry_topic, "TOKEN_USAGE_TOPIC": settings.token_usage_topic,
+        "DLQ_TOPIC": settings.dlq_topic, "KAFKA_GROUP_ID": settings.kafka_group_id,
+        "KAFKA_PARTITIONS": str(settings.kafka_partitions), "SECRETS_ENV_FILE": "/nonexistent/secrets.env",
+    })
+    env.update(extra)
+    return env
+
+
+def start_sink(settings: Settings, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "stream-platform"), "pipeline", "sink", *args],
+        env=sink_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def count_rows(db, table: str = "gpu_metrics") -> int:  # type: ignore[no-untyped-def]
+    return db.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
+
+
+@pytest.fixture
+def sinks():  # type: ignore[no-untyped-def]
+    """Subprocess sinks started by a test; any still running at the end are killed (only ours)."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
