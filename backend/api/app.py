@@ -19,6 +19,7 @@ from backend.identity.principal import PermissionDenied
 # Modules exposing `router: APIRouter`, mounted in this order.
 ROUTERS: tuple[str, ...] = (
     "backend.api.routes_meta",
+    "backend.streams.api",
 )
 
 

@@ -1,0 +1,77 @@
+"""nginx-rtmp's HTTP callbacks: `POST /rtmp/on_publish`, `/rtmp/on_update`, `/rtmp/on_publish_done`, `/rtmp/on_play`.
+
+nginx reads only the status: 2xx allows, 3xx renames the stream to `Location`, anything else refuses (and drops a
+live publisher on `on_update`). Any internal error answers 503, so a fault refuses rather than lets anyone in.
+Bodies are parsed with the standard library rather than form dependencies: this is the hottest path we serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from backend.streams.callbacks import CallbackGate, CallbackRequest, Decision
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    gate: CallbackGate | None = getattr(app.state, "rtmp_gate", None)
+    if gate is not None:
+        await gate.close()
+
+
+router = APIRouter(prefix="/rtmp", tags=["rtmp callbacks"], lifespan=_lifespan)
+
+
+def _gate(request: Request) -> CallbackGate:
+    gate: CallbackGate | None = getattr(request.app.state, "rtmp_gate", None)
+    if gate is None:
+        gate = request.app.state.rtmp_gate = CallbackGate(request.app.state.settings)
+    return gate
+
+
+async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackRequest], Awaitable[Decision | None]]
+                  ) -> Response:
+    try:
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        decision = await handler(_gate(request), CallbackRequest.from_form(form))
+    except Exception as exc:  # fail closed, whatever went wrong
+        log.error("rtmp %s failed closed: %s: %s", request.url.path, type(exc).__name__, exc)
+        return Response("unavailable\n", status_code=503, media_type="text/plain")
+    if decision is None or (decision.allowed and decision.rename_to is None):
+        return Response(status_code=200)
+    if decision.allowed:
+        return Response(status_code=302, headers={"Location": decision.rename_to or ""})
+    status = 429 if decision.reason == "address locked out" else 403
+    return Response("denied\n", status_code=status, media_type="text/plain")
+
+
+@router.post("/on_publish")
+async def on_publish(request: Request) -> Response:
+    """Allow (200), allow under the public name (302 `Location`), or refuse (403, 429 when locked out)."""
+    return await _decide(request, CallbackGate.publish)
+
+
+@router.post("/on_update")
+async def on_update(request: Request) -> Response:
+    """200 while the publisher's key is still valid; 403 drops it."""
+    return await _decide(request, CallbackGate.update)
+
+
+@router.post("/on_publish_done")
+async def on_publish_done(request: Request) -> Response:
+    """Remove the stream from the live registry (nginx ignores the answer)."""
+    return await _decide(request, CallbackGate.publish_done)
+
+
+@router.post("/on_play")
+async def on_play(request: Request) -> Response:
+    """Optional play control: players may attach only to streams that are live."""
+    return await _decide(request, CallbackGate.play)

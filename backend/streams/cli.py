@@ -1,0 +1,224 @@
+"""`stream-platform streams keys create|list|revoke|rotate`, `live`, `kick`, `audit`, `lockouts`, `nginx-config`,
+`check-config`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from backend.cli_support import acting_principal, console, fail, friendly_errors, print_json
+from backend.config import get_settings
+from backend.db import connect
+from backend.streams import attempts, keys, live, lockout, nginx_config
+from backend.streams.pepper import key_pepper
+
+app = typer.Typer(help="RTMP stream keys, live streams, publish attempts and the nginx-rtmp config.",
+                  no_args_is_help=True)
+keys_app = typer.Typer(help="Stream keys: create (shown once), list, revoke, rotate.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+
+def _show_issued(issued: keys.IssuedKey, as_json: bool, verb: str) -> None:
+    key = issued.key
+    if as_json:
+        print_json({"key": issued.secret, **keys_json(key)})
+        return
+    console.print(f"{verb} key [bold]{key.id}[/] for {key.app}/{key.stream}"
+                  + (f", expires {_when(key.expires_at)} UTC" if key.expires_at else ""))
+    console.print("stream key (shown once, store it now):", highlight=False)
+    console.print(issued.secret, highlight=False, soft_wrap=True)
+    console.print(f"publish to rtmp://HOST/{key.app}/{key.stream}?key=KEY, or use the key as the stream name",
+                  highlight=False)
+
+
+def keys_json(key: keys.StreamKey) -> dict:
+    return {"id": key.id, "stream": key.stream, "app": key.app, "key_prefix": key.key_prefix, "state": key.state(),
+            "allowed_cidrs": list(key.allowed_cidrs), "owner": key.owner, "labels": key.labels,
+            "expires_at": key.expires_at, "revoked_at": key.revoked_at, "replaced_by": key.replaced_by,
+            "created_at": key.created_at, "created_by": key.created_by, "last_used_at": key.last_used_at}
+
+
+@keys_app.command("create")
+@friendly_errors
+def create(
+    stream: str = typer.Argument(..., metavar="NAME", help="the public stream name the key may publish"),
+    app_name: str = typer.Option("live", "--app", help="nginx-rtmp application"),
+    expires: str = typer.Option(None, "--expires", help="lifetime, e.g. 12h, 7d, 2w (default: no expiry)"),
+    allow_ip: list[str] = typer.Option([], "--allow-ip", help="address or CIDR allowed to publish (repeatable)"),
+    owner: str = typer.Option(None, "--owner", help="who the key belongs to"),
+    label: list[str] = typer.Option([], "--label", help="name=value (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (includes the key)"),
+) -> None:
+    """Create a stream key and print it once."""
+    expires_in = keys.parse_duration(expires) if expires else None
+    labels = keys.parse_labels(label)
+    with connect() as conn:
+        issued = keys.create_key(conn, acting_principal(), key_pepper(get_settings()), stream, app=app_name,
+                                 expires_in=expires_in, allowed_cidrs=allow_ip, owner=owner, labels=labels)
+    _show_issued(issued, as_json, "created")
+
+
+@keys_app.command("list")
+@friendly_errors
+def list_cmd(
+    show_all: bool = typer.Option(False, "--all", help="include revoked and expired keys"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List stream keys (metadata only: keys are never stored)."""
+    with connect() as conn:
+        rows = keys.list_keys(conn, acting_principal(), include_inactive=show_all)
+    if as_json:
+        print_json([keys_json(k) for k in rows])
+        return
+    table = Table("id", "stream", "prefix", "state", "expires", "allowed", "owner", "last used")
+    for key in rows:
+        table.add_row(key.id, f"{key.app}/{key.stream}", key.key_prefix + "…", key.state(), _when(key.expires_at),
+                      ", ".join(key.allowed_cidrs) or "any", key.owner or "-", _when(key.last_used_at))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+@friendly_errors
+def revoke(key_id: str = typer.Argument(..., metavar="ID")) -> None:
+    """Revoke a key and kick its live publisher."""
+    with connect() as conn:
+        key, kicked = live.revoke_and_kick(conn, acting_principal(), key_id)
+    console.print(f"revoked {key.id} ({key.app}/{key.stream})" + (f"; kicked {', '.join(kicked)}" if kicked else ""))
+
+
+@keys_app.command("rotate")
+@friendly_errors
+def rotate(key_id: str = typer.Argument(..., metavar="ID"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON (includes the new key)")) -> None:
+    """Replace a key with a new one (same stream and limits); the old key stops working at once."""
+    with connect() as conn:
+        issued, kicked = live.rotate_and_kick(conn, acting_principal(), key_id)
+    _show_issued(issued, as_json, f"replaced {key_id} with")
+    if kicked and not as_json:
+        console.print(f"kicked {', '.join(kicked)} (still on the old key)")
+
+
+@app.command("live")
+@friendly_errors
+def live_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Streams being published now, reconciled with nginx's /stat when STREAMS_NGINX_STAT_URL is set."""
+    with connect() as conn:
+        rows = live.live_streams(conn, acting_principal())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("stream", "key", "owner", "from", "since", "kbit/s", "video", "fps", "clients")
+    for s in rows:
+        st = s.stats
+        video = f"{st.get('video_codec') or '?'} {st.get('width') or '?'}x{st.get('height') or '?'}" if st else "-"
+        table.add_row(f"{s.app}/{s.stream}", s.key_id or "-", s.owner or "-", s.addr, _when(s.started_at),
+                      f"{st['bw_in_kbps']:.0f}" if st else "-", video, str(st.get("frame_rate") or "-"),
+                      str(st.get("clients", "-")))
+    console.print(table)
+
+
+@app.command("kick")
+@friendly_errors
+def kick(stream: str = typer.Argument(..., metavar="NAME"),
+         app_name: str = typer.Option("live", "--app", help="nginx-rtmp application")) -> None:
+    """Drop a live publisher now (its key stays valid: revoke the key to keep it out)."""
+    with connect() as conn:
+        dropped = live.kick(conn, acting_principal(), stream, app=app_name)
+    console.print(f"kicked {app_name}/{stream} ({dropped} client(s) dropped)")
+
+
+@app.command("audit")
+@friendly_errors
+def audit_cmd(
+    key_id: str = typer.Option(None, "--key", help="only this key id"),
+    addr: str = typer.Option(None, "--addr", help="only this client address"),
+    outcome: str = typer.Option(None, "--outcome", help="allow, deny or error"),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Publish attempts, newest first: time, address, stream, key, outcome and reason."""
+    if outcome not in (None, "allow", "deny", "error"):
+        fail(f"invalid --outcome {outcome!r}: choose allow, deny or error")
+    with connect() as conn:
+        rows = attempts.list_attempts(conn, acting_principal(), key_id=key_id, addr=addr, outcome=outcome,
+                                      limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("time", "call", "address", "stream", "key", "outcome", "reason")
+    for a in rows:
+        colour = {"allow": "green", "deny": "red"}.get(a.outcome, "yellow")
+        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.call, a.addr, f"{a.app}/{a.stream}", a.key_id or "-",
+                      f"[{colour}]{a.outcome}[/]", a.reason)
+    console.print(table)
+
+
+@app.command("lockouts")
+@friendly_errors
+def lockouts(
+    clear: str = typer.Option(None, "--clear", metavar="ADDR", help="forget this address's failures"),
+    clear_all: bool = typer.Option(False, "--clear-all", help="forget every address's failures"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Addresses with recent failed publish attempts and their lockouts; clear them."""
+    with connect() as conn:
+        if clear or clear_all:
+            cleared = lockout.clear(conn, acting_principal(), None if clear_all else clear)
+            console.print(f"cleared {cleared} address(es)")
+            return
+        rows = lockout.list_failures(conn, acting_principal())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("address", "failures", "first", "last", "locked until")
+    for f in rows:
+        table.add_row(f.addr, str(f.failures), _when(f.first_failed_at), _when(f.last_failed_at),
+                      _when(f.locked_until))
+    console.print(table)
+
+
+@app.command("nginx-config")
+@friendly_errors
+def nginx_config_cmd(
+    prefix: Path = typer.Option(Path("/var/lib/stream-platform/nginx"), "--prefix", help="nginx -p PREFIX"),
+    callback_url: str = typer.Option(None, "--callback-url", help="the API's http:// base (default API_BASE_URL)"),
+    rtmp_listen: str = typer.Option("1935", "--rtmp-listen", help="RTMP listen address"),
+    http_listen: str = typer.Option("127.0.0.1:8088", "--http-listen", help="loopback address for /stat, /control"),
+    app_name: str = typer.Option("live", "--app", help="nginx-rtmp application"),
+    update_timeout: str = typer.Option("30s", "--update-timeout", help="on_update interval"),
+    play_control: bool = typer.Option(False, "--play-control", help="call on_play: only live streams play"),
+    output: Path = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
+) -> None:
+    """Render the nginx-rtmp config (run it with `nginx -p PREFIX -c FILE`)."""
+    text = nginx_config.render(nginx_config.RenderOptions(
+        prefix=prefix, callback_url=callback_url or get_settings().api_base_url, rtmp_listen=rtmp_listen,
+        http_listen=http_listen, app=app_name, update_timeout=update_timeout, play_control=play_control))
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"wrote {output}; nginx needs the directories logs/ and tmp/ under {prefix}")
+
+
+@app.command("check-config")
+@friendly_errors
+def check_config_cmd(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Warn about nginx settings that weaken stream auth; exits 1 when any error-level finding is present."""
+    findings = nginx_config.check_config(file.read_text(encoding="utf-8"))
+    if as_json:
+        print_json(findings)
+    elif not findings:
+        console.print(f"{file}: no problems found")
+    for f in findings if not as_json else ():
+        colour = "red" if f.level == "error" else "yellow"
+        console.print(f"{file}:{f.line}: [{colour}]{f.level}[/]: {f.message}", highlight=False)
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)

@@ -1,0 +1,168 @@
+"""Render the nginx-rtmp configuration from `infrastructure/scripts/nginx-rtmp.conf`, and check any config for the
+settings that quietly break stream authentication (public stat/control, GET notify, several workers, https
+callbacks, access logs that record keys)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from backend.errors import InvalidInput
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infrastructure" / "scripts" / "nginx-rtmp.conf"
+MODULE_PATH = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_APP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_DURATION = re.compile(r"^\d+(ms|s|m|h)?$")
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    prefix: Path
+    callback_url: str = "http://127.0.0.1:8080"
+    rtmp_listen: str = "1935"
+    http_listen: str = "127.0.0.1:8088"
+    app: str = "live"
+    update_timeout: str = "30s"
+    drop_idle_publisher: str = "10s"
+    play_control: bool = False
+    daemon: bool = False
+    module_path: str = MODULE_PATH
+
+
+def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
+    """The config text for `nginx -p PREFIX -c FILE`; invalid options raise `InvalidInput`."""
+    url = urlsplit(options.callback_url)
+    if url.scheme != "http" or not url.hostname:
+        raise InvalidInput(f"invalid callback URL {options.callback_url!r}: nginx-rtmp calls plain http:// URLs only")
+    if not _APP.match(options.app):
+        raise InvalidInput(f"invalid application {options.app!r}: use letters, digits, '_' or '-'")
+    for name in ("update_timeout", "drop_idle_publisher"):
+        if not _DURATION.match(getattr(options, name)):
+            raise InvalidInput(f"invalid {name.replace('_', '-')} {getattr(options, name)!r}: use e.g. 30s")
+    if not _listen_is_loopback(options.http_listen):
+        raise InvalidInput(f"invalid --http-listen {options.http_listen!r}: /stat and /control must bind loopback")
+    base = options.callback_url.rstrip("/")
+    values = {
+        "module_path": options.module_path,
+        "daemon": "on" if options.daemon else "off",
+        "prefix": str(options.prefix),
+        "rtmp_listen": options.rtmp_listen,
+        "http_listen": options.http_listen,
+        "app": options.app,
+        "update_timeout": options.update_timeout,
+        "drop_idle_publisher": options.drop_idle_publisher,
+        "callback_url": base,
+        "play_control": f"            on_play {base}/rtmp/on_play;" if options.play_control else "",
+    }
+    return _PLACEHOLDER.sub(lambda m: values[m[1]], template.read_text(encoding="utf-8"))
+
+
+def _listen_is_loopback(listen: str) -> bool:
+    """`127.0.0.1:8088` yes; `8088` or `0.0.0.0:8088` no (they accept other hosts)."""
+    address = listen.split()[0] if listen.split() else ""
+    return ":" in address and address.rsplit(":", 1)[0] in _LOOPBACK
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Literal["error", "warning"]
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class _Directive:
+    name: str
+    args: tuple[str, ...]
+    line: int
+    context: tuple[str, ...]  # enclosing blocks with their first argument: ("http", "server", "location /stat")
+
+
+_TOKEN = re.compile(r"""#[^\n]*|"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[{};]|[^\s{};"'#]+""")
+
+
+def parse(text: str) -> list[_Directive]:
+    """A small nginx config reader: directives with their arguments, line numbers and enclosing blocks."""
+    directives: list[_Directive] = []
+    stack: list[str] = []
+    words: list[str] = []
+    start = 0
+    for match in _TOKEN.finditer(text):
+        token, line = match.group(), text.count("\n", 0, match.start()) + 1
+        if token.startswith("#"):
+            continue
+        if token in ("{", ";"):
+            if words:
+                directives.append(_Directive(words[0], tuple(words[1:]), start, tuple(stack)))
+            if token == "{":
+                stack.append(" ".join(words[:2]))
+            words = []
+        elif token == "}":
+            if stack:
+                stack.pop()
+            words = []
+        else:
+            if not words:
+                start = line
+            words.append(token.strip("\"'"))
+    return directives
+
+
+def check_config(text: str) -> list[Finding]:
+    """Problems that weaken stream authentication, by line; an empty list means none were found."""
+    directives = parse(text)
+    findings: list[Finding] = []
+
+    def add(level: Literal["error", "warning"], line: int, message: str) -> None:
+        findings.append(Finding(level, line, message))
+
+    named = {d.name: d for d in directives}
+    workers = named.get("worker_processes")
+    if workers is None or workers.args[:1] != ("1",):
+        add("warning", workers.line if workers else 1,
+            "worker_processes is not 1: each worker keeps its own /stat and /control, so kicks and live lists miss "
+            "streams")
+    for d in directives:
+        if d.name == "notify_method" and d.args[:1] == ("get",):
+            add("error", d.line, "notify_method get puts stream keys in callback URLs and logs: use post")
+        if d.name.startswith("on_") and d.args and d.args[0].startswith("https://"):
+            add("error", d.line, f"{d.name} uses https://, which nginx-rtmp cannot call: every callback fails")
+        if d.name == "access_log" and "rtmp" in [c.split()[0] for c in d.context] and d.args[:1] != ("off",):
+            add("warning", d.line, "rtmp access_log is on: it records the original stream name and ?key= argument")
+        if d.name == "log_format" and any("$args" in a or "$name" in a for a in d.args):
+            add("warning", d.line, f"log_format {d.args[0] if d.args else ''} logs $name or $args: stream keys leak")
+        if d.name in ("rtmp_stat", "rtmp_control"):
+            findings.extend(_public_location(directives, d))
+    rtmp_apps = [d for d in directives if d.name == "application"]
+    rtmp_logs = [d for d in directives if d.name == "access_log" and d.context[:1] == ("rtmp",)]
+    if any(d.name == "rtmp" for d in directives) and not rtmp_logs:
+        add("warning", named["rtmp"].line, "rtmp has no `access_log off`: its default log records ?key= arguments")
+    for app in rtmp_apps:
+        inside = [d.name for d in directives if f"application {app.args[0] if app.args else ''}" in d.context]
+        if "on_publish" not in inside:
+            add("error", app.line, f"application {app.args[0] if app.args else ''} has no on_publish: anyone may "
+                                   "publish")
+        elif "on_update" not in inside or "notify_update_timeout" not in named:
+            add("warning", app.line, "no on_update with notify_update_timeout: revoked or expired keys keep "
+                                     "publishing until they disconnect")
+    return sorted(findings, key=lambda f: f.line)
+
+
+def _public_location(directives: list[_Directive], d: _Directive) -> list[Finding]:
+    """A stat/control location is private when its server listens on loopback only or it denies all others."""
+    siblings = [x for x in directives if x.context == d.context]
+    allowed = {x.args[0] for x in siblings if x.name == "allow" and x.args}
+    denies_all = any(x.name == "deny" and x.args[:1] == ("all",) for x in siblings)
+    if denies_all and allowed <= {"127.0.0.1", "::1", "unix:"}:
+        return []
+    server = d.context[:-1]
+    listens = [x for x in directives if x.name == "listen" and x.context == server]
+    if listens and all(_listen_is_loopback(x.args[0]) for x in listens if x.args):
+        return []
+    return [Finding("error", d.line, f"{d.name} is reachable from other hosts: bind its server to 127.0.0.1 or "
+                                     "`allow 127.0.0.1; deny all;`")]

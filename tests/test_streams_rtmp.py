@@ -1,0 +1,265 @@
+"""End to end: real nginx + libnginx-mod-rtmp calling the real API, ffmpeg publishing, PostgreSQL behind it.
+
+One nginx and one API serve the whole module; each test creates its own keys and clears address lockouts first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from backend.config import Settings
+from backend.db import connect
+from backend.embedded.ports import free_port
+from backend.identity import SYSTEM
+from backend.streams import attempts, keys, live, lockout, nginx
+from backend.streams.pepper import key_pepper
+from tests.nginx_rtmp import (
+    UPDATE_TIMEOUT_S,
+    ApiProcess,
+    NginxRtmp,
+    publish,
+    publish_and_wait,
+    tools_missing,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(bool(tools_missing()), reason=f"needs {', '.join(tools_missing())}")
+PEPPER = "integration-test-pepper-" + "p" * 32
+LOCKOUT_THRESHOLD = 4
+
+
+@pytest.fixture(scope="module")
+def stack_database(pg_admin_url: str, template_database: str) -> Iterator[str]:
+    name = f"t_streams_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                      sql.Identifier(template_database)))
+    yield psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def stack(stack_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NginxRtmp, ApiProcess]]:
+    root = tmp_path_factory.mktemp("rtmp")
+    api = ApiProcess(env={}, log_path=root / "api.log")
+    server = NginxRtmp(prefix=root / "nginx", callback_url=api.url)
+    api.env = {"DATABASE_URL": stack_database, "STREAM_KEY_PEPPER": PEPPER,
+               "STREAMS_NGINX_CONTROL_URL": server.control_url, "STREAMS_NGINX_STAT_URL": server.stat_url,
+               "STREAMS_LOCKOUT_THRESHOLD": str(LOCKOUT_THRESHOLD), "STREAMS_DB_POOL_SIZE": "4"}
+    api.start()
+    server.start()
+    yield server, api
+    server.stop()
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_settings(stack: tuple[NginxRtmp, ApiProcess], stack_database: str) -> Settings:
+    server, _ = stack
+    return Settings(database_url=stack_database, stream_key_pepper=PEPPER, streams_nginx_control_url=server.control_url,
+                    streams_nginx_stat_url=server.stat_url, streams_lockout_threshold=LOCKOUT_THRESHOLD)
+
+
+@pytest.fixture
+def conn(stack_settings: Settings) -> Iterator[psycopg.Connection]:
+    with connect(stack_settings, autocommit=True) as connection:
+        lockout.clear(connection, SYSTEM)
+        yield connection
+
+
+@pytest.fixture
+def server(stack: tuple[NginxRtmp, ApiProcess]) -> NginxRtmp:
+    return stack[0]
+
+
+def _key(conn: psycopg.Connection, settings: Settings, stream: str, **options) -> keys.IssuedKey:
+    return keys.create_key(conn, SYSTEM, key_pepper(settings), stream, **options)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _reasons(conn: psycopg.Connection, key_id: str) -> list[str]:
+    return [a.reason for a in attempts.list_attempts(conn, SYSTEM, key_id=key_id)]
+
+
+def test_good_key_publishes_shows_live_with_stats_and_ends_cleanly(conn, server, stack_settings):
+    stream = _unique("cam")
+    issued = _key(conn, stack_settings, stream)
+    proc = publish(server.rtmp_url(f"live/{stream}?key={issued.secret}"), seconds=5)
+    assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
+    assert wait_until(lambda: any(s.stats.get("width") == 320 for s in live.live_streams(conn, SYSTEM,
+                                                                                         stack_settings)), 10)
+    current = next(s for s in live.list_live(conn, SYSTEM) if s.stream == stream)
+    assert current.key_id == issued.key.id and current.addr == "127.0.0.1"
+    assert current.stats["video_codec"] == "H264" and current.stats["audio_codec"] == "AAC"
+    assert proc.wait(20) == 0
+    assert wait_until(lambda: all(s.stream != stream for s in live.list_live(conn, SYSTEM)), timeout=5)
+    assert _reasons(conn, issued.key.id)[:2] == ["ended", "ok"]
+    assert issued.secret not in server.stat_xml() + server.logs()
+
+
+def test_bad_expired_wrong_app_wrong_name_and_wrong_ip_keys_are_refused(conn, server, stack_settings):
+    stream = _unique("cam")
+    expired = _key(conn, stack_settings, stream, expires_in=timedelta(seconds=1))
+    other_app = _key(conn, stack_settings, stream, app="studio")
+    fenced = _key(conn, stack_settings, stream, allowed_cidrs=["203.0.113.0/24"])
+    good = _key(conn, stack_settings, stream)
+    time.sleep(1.1)
+    paths = [
+        f"live/{stream}?key=sk_not-a-real-key",
+        f"live/{stream}?key={expired.secret}",
+        f"live/{stream}?key={other_app.secret}",
+        f"live/{stream}?key={fenced.secret}",
+        f"live/someone-else?key={good.secret}",
+    ]
+    for path in paths:
+        lockout.clear(conn, SYSTEM)
+        assert publish_and_wait(server.rtmp_url(path)) != 0, path
+    assert _reasons(conn, expired.key.id) == ["key expired"]
+    assert _reasons(conn, other_app.key.id) == ["wrong application for key"]
+    assert _reasons(conn, fenced.key.id) == ["address not allowed for key"]
+    assert _reasons(conn, good.key.id) == ["stream name not allowed for key"]
+    unknown = attempts.list_attempts(conn, SYSTEM, outcome="deny", limit=10)
+    assert any(a.reason == "missing or unknown key" and a.stream == stream for a in unknown)
+    assert f"<name>{stream}</name>" not in server.stat_xml()
+
+
+def test_obs_style_key_as_name_is_renamed_and_the_key_never_shows(conn, server, stack_settings):
+    stream = _unique("obs")
+    issued = _key(conn, stack_settings, stream)
+    # Longer than one notify_update_timeout: on_update must map the original name (the key) back, or nginx drops it.
+    proc = publish(server.rtmp_url(f"live/{issued.secret}"), seconds=UPDATE_TIMEOUT_S + 3)
+    assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
+    assert issued.secret not in server.stat_xml()
+    assert proc.wait(30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert _reasons(conn, issued.key.id) == ["ended", "ok (renamed)"]
+    leaked = conn.execute(
+        """SELECT (SELECT count(*) FROM stream_auth_attempts WHERE stream LIKE %(k)s OR addr LIKE %(k)s)
+                + (SELECT count(*) FROM audit_log WHERE detail::text LIKE %(k)s OR target LIKE %(k)s) AS n""",
+        {"k": f"%{issued.secret}%"}).fetchone()["n"]
+    assert leaked == 0
+    assert issued.secret not in server.logs()
+
+
+def test_revoking_a_live_key_kicks_the_publisher_at_once(conn, server, stack_settings):
+    stream = _unique("cam")
+    issued = _key(conn, stack_settings, stream)
+    proc = publish(server.rtmp_url(f"live/{stream}?key={issued.secret}"), seconds=20)
+    assert wait_until(lambda: any(s.stream == stream for s in live.list_live(conn, SYSTEM)), timeout=10)
+    assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
+    started = time.monotonic()
+    _, kicked = live.revoke_and_kick(conn, SYSTEM, issued.key.id, stack_settings)
+    assert kicked == [f"live/{stream}"]
+    proc.wait(10)
+    assert time.monotonic() - started < 5
+    assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) != 0
+    assert _reasons(conn, issued.key.id)[0] == "key revoked"
+
+
+def test_revoked_or_expired_key_is_dropped_at_the_next_update(conn, server, stack_settings):
+    revoked_stream, expiring_stream = _unique("rev"), _unique("exp")
+    revoked = _key(conn, stack_settings, revoked_stream)
+    expiring = _key(conn, stack_settings, expiring_stream, expires_in=timedelta(seconds=2))
+    first = publish(server.rtmp_url(f"live/{revoked_stream}?key={revoked.secret}"), seconds=20)
+    second = publish(server.rtmp_url(f"live/{expiring.secret}"), seconds=20)
+    assert wait_until(lambda: f"<name>{revoked_stream}</name>" in server.stat_xml(), timeout=10)
+    started = time.monotonic()
+    keys.revoke_key(conn, SYSTEM, revoked.key.id)  # no kick: on_update alone must drop it
+    first.wait(UPDATE_TIMEOUT_S + 5)
+    second.wait(UPDATE_TIMEOUT_S + 5)
+    assert time.monotonic() - started < UPDATE_TIMEOUT_S + 5
+    assert "key revoked" in _reasons(conn, revoked.key.id)
+    assert "key expired" in _reasons(conn, expiring.key.id)
+
+
+def test_repeated_failures_lock_the_address_out_until_cleared(conn, server, stack_settings):
+    stream = _unique("cam")
+    good = _key(conn, stack_settings, stream)
+    for _ in range(LOCKOUT_THRESHOLD):
+        assert publish_and_wait(server.rtmp_url(f"live/{stream}?key=sk_guess-{uuid.uuid4().hex}")) != 0
+    assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={good.secret}")) != 0
+    assert attempts.list_attempts(conn, SYSTEM, limit=1)[0].reason == "address locked out"
+    (state,) = lockout.list_failures(conn, SYSTEM, locked_only=True)
+    assert state.addr == "127.0.0.1" and state.failures == LOCKOUT_THRESHOLD
+    assert lockout.clear(conn, SYSTEM, "127.0.0.1") == 1
+    assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={good.secret}")) == 0
+
+
+NASTY = ["x'; DROP TABLE stream_keys; --", "$(touch PWNED)", "`touch PWNED`", "<a>&amp;</a>", "../../etc/passwd",
+         "a\nb", "%00", "' OR '1'='1"]
+
+
+def test_injection_attempts_in_names_and_arguments_are_inert(conn, server, stack, stack_settings, tmp_path):
+    _, api = stack
+    issued = _key(conn, stack_settings, _unique("cam"))
+    before = conn.execute("SELECT count(*) AS n FROM stream_keys").fetchone()["n"]
+    for value in NASTY:
+        lockout.clear(conn, SYSTEM)
+        form = {"app": "live", "name": value, "addr": "127.0.0.1", "clientid": "1", "call": "publish",
+                "key": value.replace("PWNED", str(tmp_path / "pwned"))}
+        assert httpx.post(f"{api.url}/rtmp/on_publish", data=form).status_code == 403
+        form["name"] = issued.secret + value
+        form.pop("key")
+        assert httpx.post(f"{api.url}/rtmp/on_publish", data=form).status_code == 403
+    weird_addr = {"app": "live", "name": "x", "addr": "'; DROP TABLE x; --", "clientid": "1", "call": "publish"}
+    assert httpx.post(f"{api.url}/rtmp/on_publish", data=weird_addr).status_code == 403
+    assert publish_and_wait(server.rtmp_url("live/%3Cb%3E%27%3B--?key=%24(touch%20x)%27")) != 0
+    assert conn.execute("SELECT count(*) AS n FROM stream_keys").fetchone()["n"] == before
+    assert not list(tmp_path.iterdir())
+    nginx.parse_stat(server.stat_xml())  # still well-formed XML
+
+
+def test_play_is_allowed_only_for_live_streams(conn, stack):
+    _, api = stack
+    form = {"app": "live", "name": "nothing-here", "addr": "127.0.0.1", "clientid": "9", "call": "play"}
+    assert httpx.post(f"{api.url}/rtmp/on_play", data=form).status_code == 403
+    conn.execute("INSERT INTO live_streams (app, stream, addr, client_id) VALUES ('live', 'on-air', '127.0.0.1', '1')")
+    assert httpx.post(f"{api.url}/rtmp/on_play", data={**form, "name": "on-air"}).status_code == 200
+    conn.execute("DELETE FROM live_streams WHERE stream = 'on-air'")
+
+
+def test_reconciliation_removes_ghosts_that_nginx_does_not_report(conn, stack_settings):
+    conn.execute("""INSERT INTO live_streams (app, stream, addr, client_id, started_at)
+                    VALUES ('live', 'ghost', '127.0.0.1', '77', now() - interval '1 minute'),
+                           ('live', 'just-allowed', '127.0.0.1', '78', now())""")
+    result = live.refresh(conn, stack_settings)
+    assert "live/ghost" in result.removed and "live/just-allowed" not in result.removed
+    names = {s.stream for s in live.list_live(conn, SYSTEM)}
+    assert "ghost" not in names and "just-allowed" in names
+    conn.execute("DELETE FROM live_streams WHERE stream = 'just-allowed'")
+
+
+def test_auth_service_down_refuses_publishing(conn, server, stack, stack_settings):
+    _, api = stack
+    stream = _unique("cam")
+    issued = _key(conn, stack_settings, stream)
+    api.stop()
+    try:
+        assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) != 0
+    finally:
+        api.start()
+    assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) == 0
+
+
+def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
+    """An API whose database is unreachable answers 503 (never 2xx) and the publish is refused."""
+    broken = ApiProcess(env={"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1",
+                             "STREAM_KEY_PEPPER": PEPPER}, log_path=tmp_path / "api.log")
+    broken.start()
+    try:
+        form = {"app": "live", "name": "x", "addr": "127.0.0.1", "clientid": "1", "call": "publish", "key": "k"}
+        assert httpx.post(f"{broken.url}/rtmp/on_publish", data=form, timeout=20).status_code == 503
+    finally:
+        broken.stop()
