@@ -87,6 +87,45 @@ class Settings(BaseSettings):
     gcp_zone: str | None = None
     compute_endpoint: str | None = None
     docker_host: str | None = None
+    gce_metadata_host: str = "metadata.google.internal"
+    vm_label_filter: str = "platform=stream-platform"
+
+    # -- auto-shutdown agent --------------------------------------------------------------------------
+    autoshutdown_action: Literal["dry-run", "command", "gcp"] = "dry-run"
+    autoshutdown_command: str = "shutdown -h now"
+    autoshutdown_idle_seconds: float = Field(default=1800, ge=0)
+    autoshutdown_warn_seconds: float = Field(default=300, ge=0)
+    autoshutdown_min_uptime_seconds: float = Field(default=900, ge=0)
+    autoshutdown_poll_seconds: float = Field(default=30, gt=0)
+    autoshutdown_max_age_seconds: float | None = None
+    autoshutdown_never_stop: list[str] = Field(default_factory=list)
+    autoshutdown_nginx_stat_url: str | None = None
+    autoshutdown_cpu_busy_percent: float = 10.0
+    autoshutdown_network_kib_per_s: float = 100.0
+    autoshutdown_gpu_util_percent: float = 5.0
+    autoshutdown_gpu_memory_mib: float | None = None
+    autoshutdown_ssh: bool = True
+    autoshutdown_probes: list[str] = Field(default_factory=list)
+    autoshutdown_probe_timeout_seconds: float = Field(default=10, gt=0)
+    autoshutdown_hooks: list[str] = Field(default_factory=list)
+    autoshutdown_hook_timeout_seconds: float = Field(default=60, gt=0)
+    autoshutdown_wall: bool = False
+    autoshutdown_host: str | None = None
+    autoshutdown_state_file: Path = Path(".data/autoshutdown-state.json")
+    autoshutdown_history_days: int = Field(default=14, ge=1)
+
+    # -- streams (nginx-rtmp) -------------------------------------------------------------------------
+    stream_key_pepper: SecretStr | None = None
+    streams_nginx_control_url: str | None = None
+    streams_nginx_stat_url: str | None = None
+    streams_lockout_threshold: int = Field(default=5, ge=1)
+    streams_lockout_base_seconds: int = Field(default=60, ge=1)
+    streams_lockout_max_seconds: int = Field(default=3600, ge=1)
+    streams_failure_window_seconds: int = Field(default=900, ge=1)
+    streams_db_pool_size: int = Field(default=8, ge=1)
+
+    # -- costs ----------------------------------------------------------------------------------------
+    cost_idle_util_threshold: float = Field(default=5.0, ge=0, le=100)
 
     # -- logging --------------------------------------------------------------------------------------
     log_level: str = "INFO"
