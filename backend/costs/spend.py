@@ -1,0 +1,116 @@
+"""GPU-hours and spend from telemetry presence, grouped by host, model, label, GPU or day, with idle cost.
+
+A GPU-minute counts when the 1-minute rollup has samples for it (so collectors must report at least once a
+minute; DCGM's default is every 30 s). Each minute is priced at the catalog price in effect at that minute for
+the GPU's model and pricing kind. Idle follows OpenCost: idle cost = asset cost − used cost, where a minute is
+idle when its average `gpu_util` is below the threshold (`COST_IDLE_UTIL_THRESHOLD`, percent). Minutes of GPUs
+with no catalog price are counted as unpriced GPU-hours rather than silently costed at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from backend.costs.catalog import KIND_OF_GPU_SQL
+from backend.queries.catalog import BadParameter
+from backend.queries.timeseries import check_range
+
+PRICED_MINUTES = f"""
+    SELECT r.bucket, r.gpu_uuid, r.host, g.model, g.labels, r.gpu_util_avg, p.usd_per_gpu_hour AS price
+    FROM gpu_metrics_1m r
+    JOIN gpus g ON g.gpu_uuid = r.gpu_uuid
+    LEFT JOIN gpu_prices p
+      ON lower(p.gpu_model) = lower(g.model)
+     AND p.pricing_kind = {KIND_OF_GPU_SQL}
+     AND p.effective_from <= r.bucket AND (p.effective_to IS NULL OR r.bucket < p.effective_to)
+    WHERE r.bucket >= %(start)s AND r.bucket < %(end)s AND r.samples > 0"""
+"""One row per GPU-minute present in [start, end), with the price per GPU-hour that applied (NULL: unpriced)."""
+
+_KEYS: dict[str, str] = {
+    "total": "'total'",
+    "host": "host",
+    "model": "coalesce(model, '(unknown model)')",
+    "gpu": "gpu_uuid",
+    "day": "to_char(date_trunc('day', bucket, 'UTC'), 'YYYY-MM-DD')",
+}
+GROUPS = (*_KEYS, "label:<name>")
+
+
+@dataclass(frozen=True)
+class CostRow:
+    key: str
+    gpus: int
+    gpu_hours: float
+    idle_gpu_hours: float
+    unpriced_gpu_hours: float
+    cost_usd: float
+    idle_cost_usd: float
+    used_cost_usd: float
+    usd_per_gpu_hour: float | None
+    """Average price over the priced GPU-hours of this group."""
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    start: datetime
+    end: datetime
+    group_by: str
+    idle_threshold_pct: float
+    rows: list[CostRow]
+    total: CostRow
+
+
+def _key_sql(group_by: str) -> tuple[sql.Composable, dict[str, str]]:
+    if group_by.startswith("label:"):
+        label = group_by.removeprefix("label:")
+        if not label or len(label) > 64:
+            raise BadParameter("group_by", "name a label after 'label:', e.g. label:team")
+        return sql.SQL("coalesce(labels->>%(label)s, '(none)')"), {"label": label}
+    if group_by not in _KEYS:
+        raise BadParameter("group_by", f"choose one of {', '.join(GROUPS)}")
+    return sql.SQL(_KEYS[group_by]), {}
+
+
+def cost_summary(
+    conn: psycopg.Connection, start: datetime, end: datetime, *, group_by: str = "host",
+    idle_threshold_pct: float = 5.0,
+) -> CostSummary:
+    """GPU-hours, spend, idle and used cost in [start, end) per group, largest spend first, plus the total."""
+    start, end = check_range(start, end)
+    if not 0 <= idle_threshold_pct <= 100:
+        raise BadParameter("idle_threshold_pct", "must be between 0 and 100")
+    key, extra = _key_sql(group_by)
+    query = sql.SQL(
+        """WITH minutes AS ({minutes})
+           SELECT key, count(DISTINCT gpu_uuid) AS gpus, count(*) AS minutes,
+                  count(*) FILTER (WHERE gpu_util_avg < %(idle)s) AS idle_minutes,
+                  count(*) FILTER (WHERE price IS NULL) AS unpriced_minutes,
+                  coalesce(sum(price), 0) / 60 AS cost,
+                  coalesce(sum(price) FILTER (WHERE gpu_util_avg < %(idle)s), 0) / 60 AS idle_cost
+           FROM (SELECT {key} AS key, * FROM minutes) m
+           GROUP BY GROUPING SETS ((key), ()) ORDER BY grouping(key), cost DESC, key"""
+    ).format(minutes=sql.SQL(PRICED_MINUTES), key=key)  # type: ignore[arg-type]
+    rows = conn.execute(query, {"start": start, "end": end, "idle": idle_threshold_pct, **extra}).fetchall()
+    parsed = [_row(r) for r in rows]
+    grouped = [r for r, raw in zip(parsed, rows, strict=True) if raw["key"] is not None]
+    total = next((r for r, raw in zip(parsed, rows, strict=True) if raw["key"] is None), None)
+    return CostSummary(start, end, group_by, idle_threshold_pct, grouped, _as_total(total))
+
+
+def _row(r: dict) -> CostRow:
+    cost, idle = float(r["cost"]), float(r["idle_cost"])
+    priced_hours = (r["minutes"] - r["unpriced_minutes"]) / 60
+    return CostRow(
+        key=r["key"] if r["key"] is not None else "total", gpus=r["gpus"], gpu_hours=r["minutes"] / 60,
+        idle_gpu_hours=r["idle_minutes"] / 60, unpriced_gpu_hours=r["unpriced_minutes"] / 60, cost_usd=cost,
+        idle_cost_usd=idle, used_cost_usd=cost - idle,
+        usd_per_gpu_hour=cost / priced_hours if priced_hours else None,
+    )
+
+
+def _as_total(row: CostRow | None) -> CostRow:
+    return row or CostRow("total", 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, None)

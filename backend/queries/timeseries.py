@@ -1,0 +1,154 @@
+"""Time series of chosen metrics for one GPU, at the resolution the range calls for.
+
+`auto` reads raw samples for ranges up to 2 hours, the 1-minute rollup up to 3 days, and the 1-hour rollup
+beyond, so a chart never pulls more than a few thousand points. Pages are keyed by time (`cursor`), which stays
+correct while new samples arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+
+from backend.errors import NotFound
+from backend.queries.catalog import BadParameter, parse_metrics, value_column
+from backend.telemetry.fields import Field
+
+Resolution = Literal["raw", "1m", "1h"]
+RAW_MAX_SPAN = timedelta(hours=2)
+MINUTE_MAX_SPAN = timedelta(days=3)
+MAX_LIMIT = 10_000
+_ROLLUPS: dict[str, tuple[str, timedelta]] = {
+    "1m": ("gpu_metrics_1m", timedelta(minutes=1)),
+    "1h": ("gpu_metrics_1h", timedelta(hours=1)),
+}
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """One instant (raw) or bucket start (rollups). `min`/`max` are the bucket's extremes; None for raw."""
+
+    time: datetime
+    values: dict[str, float | None]
+    min: dict[str, float | None] | None = None
+    max: dict[str, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class TimeSeries:
+    gpu_uuid: str
+    start: datetime
+    end: datetime
+    resolution: Resolution
+    metrics: list[str]
+    points: list[SeriesPoint]
+    next_cursor: str | None
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware datetimes as they are; naive ones are taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def check_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    start, end = as_utc(start), as_utc(end)
+    if end <= start:
+        raise BadParameter("end", "must be after start")
+    return start, end
+
+
+def choose_resolution(start: datetime, end: datetime) -> Resolution:
+    span = end - start
+    if span <= RAW_MAX_SPAN:
+        return "raw"
+    return "1m" if span <= MINUTE_MAX_SPAN else "1h"
+
+
+def encode_cursor(resolution: Resolution, after: datetime) -> str:
+    return base64.urlsafe_b64encode(f"{resolution}|{after.isoformat()}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, resolution: Resolution) -> datetime:
+    """The time after which the next page starts; a cursor from another resolution or garbage is a 4xx."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, stamp = text.partition("|")
+        after = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadParameter("cursor", "not a cursor returned by this endpoint") from None
+    if kind != resolution or after.tzinfo is None:
+        raise BadParameter("cursor", "not a cursor returned by this endpoint for this resolution")
+    return after
+
+
+def gpu_timeseries(
+    conn: psycopg.Connection,
+    gpu_uuid: str,
+    start: datetime,
+    end: datetime,
+    metrics: str | list[str],
+    *,
+    resolution: Literal["auto", "raw", "1m", "1h"] = "auto",
+    limit: int = 2000,
+    cursor: str | None = None,
+) -> TimeSeries:
+    """Points in [start, end) for the named metrics (column names from `GET /api/v1/metrics`)."""
+    start, end = check_range(start, end)
+    fields = parse_metrics(metrics)
+    if not fields:
+        raise BadParameter("metrics", "name at least one metric")
+    if resolution not in ("auto", "raw", "1m", "1h"):
+        raise BadParameter("resolution", "choose auto, raw, 1m or 1h")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadParameter("limit", f"must be between 1 and {MAX_LIMIT}")
+    chosen: Resolution = choose_resolution(start, end) if resolution == "auto" else resolution
+    after = decode_cursor(cursor, chosen) if cursor else None
+    if conn.execute("SELECT 1 FROM gpus WHERE gpu_uuid = %s", (gpu_uuid,)).fetchone() is None:
+        raise NotFound(f"no GPU with uuid {gpu_uuid!r}")
+    params = {"gpu": gpu_uuid, "start": start, "end": end, "after": after, "limit": limit + 1}
+    points = _raw(conn, fields, params) if chosen == "raw" else _rollup(conn, fields, chosen, params)
+    next_cursor = encode_cursor(chosen, points[limit - 1].time) if len(points) > limit else None
+    return TimeSeries(gpu_uuid, start, end, chosen, [f.column for f in fields], points[:limit], next_cursor)
+
+
+def _raw(conn: psycopg.Connection, fields: list[Field], params: dict) -> list[SeriesPoint]:
+    query = sql.SQL(
+        """SELECT time, {cols} FROM gpu_metrics
+           WHERE gpu_uuid = %(gpu)s AND time >= %(start)s AND time < %(end)s
+             AND (%(after)s::timestamptz IS NULL OR time > %(after)s)
+           ORDER BY time LIMIT %(limit)s"""
+    ).format(cols=sql.SQL(", ").join(sql.Identifier(f.column) for f in fields))
+    return [SeriesPoint(r["time"], {f.column: r[f.column] for f in fields}) for r in conn.execute(query, params)]
+
+
+def _rollup(conn: psycopg.Connection, fields: list[Field], resolution: str, params: dict) -> list[SeriesPoint]:
+    relation, width = _ROLLUPS[resolution]
+    columns = [(f.column, value_column(f), f"{f.column}_min", f"{f.column}_max") for f in fields]
+    select = sql.SQL(", ").join(
+        sql.SQL("{v} AS {a}, {lo} AS {b}, {hi} AS {c}").format(
+            v=sql.Identifier(v), lo=sql.Identifier(lo), hi=sql.Identifier(hi),
+            a=sql.Identifier(f"v_{name}"), b=sql.Identifier(f"lo_{name}"), c=sql.Identifier(f"hi_{name}"))
+        for name, v, lo, hi in columns
+    )
+    query = sql.SQL(
+        """SELECT bucket, {select} FROM {relation}
+           WHERE gpu_uuid = %(gpu)s AND bucket > %(first)s AND bucket < %(end)s
+             AND (%(after)s::timestamptz IS NULL OR bucket > %(after)s)
+           ORDER BY bucket LIMIT %(limit)s"""
+    ).format(select=select, relation=sql.Identifier(relation))
+    rows = conn.execute(query, {**params, "first": params["start"] - width})
+    return [
+        SeriesPoint(
+            r["bucket"],
+            {name: r[f"v_{name}"] for name, *_ in columns},
+            {name: r[f"lo_{name}"] for name, *_ in columns},
+            {name: r[f"hi_{name}"] for name, *_ in columns},
+        )
+        for r in rows
+    ]
