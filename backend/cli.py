@@ -16,6 +16,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("users", "backend.identity.cli"),
     ("api", "backend.api.cli"),
     ("pipeline", "backend.telemetry.cli"),
+    ("costs", "backend.costs.cli"),
     ("health", "backend.health.cli"),
 )
 
