@@ -4,5 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from backend.telemetry.produce_cli import produce
+
 app = typer.Typer(help="Telemetry pipeline: produce samples to Kafka, sink them into PostgreSQL.",
                   no_args_is_help=True)
+app.command("produce")(produce)
