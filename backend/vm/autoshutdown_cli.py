@@ -1,0 +1,180 @@
+"""`stream-platform autoshutdown`: run the agent, evaluate once, show status and history, snooze or skip."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from backend.cli_support import acting_principal, console, friendly_errors, print_json, to_jsonable
+from backend.config import Settings, get_settings
+from backend.vm import service
+from backend.vm.agent import Outcome, build_agent
+from backend.vm.signals import Reading
+from backend.vm.state import Evaluation
+
+app = typer.Typer(help="VM inactivity auto-shutdown agent (docs/autoshutdown.md).", no_args_is_help=True)
+
+_COLOURS = {"idle": "green", "active": "yellow", "unknown": "red", "n/a": "dim"}
+IdleSeconds = Annotated[float | None, typer.Option("--idle-seconds", help="idle this long before a stop")]
+WarnSeconds = Annotated[float | None, typer.Option("--warn-seconds", help="warn this long before a stop")]
+MinUptime = Annotated[float | None, typer.Option("--min-uptime-seconds", help="never stop before this uptime")]
+PollSeconds = Annotated[float | None, typer.Option("--poll-seconds", help="seconds between evaluations")]
+MaxAge = Annotated[float | None, typer.Option("--max-age-seconds", help="stop after this uptime even when busy")]
+ActionKind = Annotated[str | None, typer.Option("--action", help="dry-run, command or gcp")]
+StopCommand = Annotated[str | None, typer.Option("--command", help="the command of the `command` action")]
+NeverStop = Annotated[list[str] | None, typer.Option("--never-stop", help="e.g. 'Mon-Fri 09:00-18:00 Europe/Berlin'")]
+Probes = Annotated[list[str] | None, typer.Option("--probe", help="probe command: exit 0 active, 1 idle")]
+Hooks = Annotated[list[str] | None, typer.Option("--hook", help="pre-stop hook command; failure aborts the stop")]
+StatUrl = Annotated[str | None, typer.Option("--nginx-stat-url", help="nginx-rtmp /stat URL")]
+StateFile = Annotated[Path | None, typer.Option("--state-file", help="state file when no DATABASE_URL is set")]
+Host = Annotated[str | None, typer.Option("--host", help="this host's name in records")]
+NoSsh = Annotated[bool, typer.Option("--no-ssh", help="ignore logged-in sessions")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings with the CLI's options (those given) laid over them, validated like the environment."""
+    given = {f"autoshutdown_{k}": v for k, v in overrides.items() if v not in (None, [], False)}
+    if overrides.get("no_ssh"):
+        given = {k: v for k, v in given.items() if k != "autoshutdown_no_ssh"} | {"autoshutdown_ssh": False}
+    base = get_settings()
+    return Settings.model_validate(base.model_dump() | given)
+
+
+def _evaluation_json(outcome: Outcome) -> dict[str, Any]:
+    return to_jsonable(Evaluation.of(outcome.host, outcome.decision)) | {
+        "events": list(outcome.decision.events),
+        "stop": to_jsonable(outcome.stop) if outcome.stop else None,
+    }
+
+
+def _signals_table(readings: list[Reading] | list[dict[str, Any]]) -> Table:
+    table = Table("signal", "state", "evidence")
+    for reading in readings:
+        r = reading if isinstance(reading, dict) else to_jsonable(reading)
+        table.add_row(r["signal"], f"[{_COLOURS.get(r['state'], 'white')}]{r['state']}[/]", r["evidence"])
+    return table
+
+
+def _print_evaluation(host: str, at: datetime, decision: str, reasons: list[str], signals: list[Any]) -> None:
+    console.print(f"[bold]{host}[/] {at:%Y-%m-%d %H:%M:%S} UTC: [bold]{decision}[/]")
+    console.print(_signals_table(signals))
+    for reason in reasons:
+        console.print(f"  • {reason}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    idle_seconds: IdleSeconds = None, warn_seconds: WarnSeconds = None, min_uptime_seconds: MinUptime = None,
+    poll_seconds: PollSeconds = None, max_age_seconds: MaxAge = None, action: ActionKind = None,
+    command: StopCommand = None, never_stop: NeverStop = None, probe: Probes = None, hook: Hooks = None,
+    nginx_stat_url: StatUrl = None, state_file: StateFile = None, host: Host = None, no_ssh: NoSsh = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run one evaluation (and the stop, if one is due), record it and print it."""
+    settings = _settings(
+        idle_seconds=idle_seconds, warn_seconds=warn_seconds, min_uptime_seconds=min_uptime_seconds,
+        poll_seconds=poll_seconds, max_age_seconds=max_age_seconds, action=action, command=command,
+        never_stop=never_stop, probes=probe, hooks=hook, nginx_stat_url=nginx_stat_url, state_file=state_file,
+        host=host, no_ssh=no_ssh,
+    )
+    outcome = build_agent(settings).evaluate()
+    if as_json:
+        print_json(_evaluation_json(outcome))
+        return
+    d = outcome.decision
+    _print_evaluation(outcome.host, d.at, d.kind, list(d.reasons), list(d.readings))
+    if outcome.stop:
+        console.print(f"stop: [bold]{outcome.stop.kind}[/] {outcome.stop.detail.get('detail', '')}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def run(
+    idle_seconds: IdleSeconds = None, warn_seconds: WarnSeconds = None, min_uptime_seconds: MinUptime = None,
+    poll_seconds: PollSeconds = None, max_age_seconds: MaxAge = None, action: ActionKind = None,
+    command: StopCommand = None, never_stop: NeverStop = None, probe: Probes = None, hook: Hooks = None,
+    nginx_stat_url: StatUrl = None, state_file: StateFile = None, host: Host = None, no_ssh: NoSsh = False,
+) -> None:
+    """Run the agent until SIGTERM or Ctrl-C: evaluate every poll, warn, and stop the machine when due."""
+    settings = _settings(
+        idle_seconds=idle_seconds, warn_seconds=warn_seconds, min_uptime_seconds=min_uptime_seconds,
+        poll_seconds=poll_seconds, max_age_seconds=max_age_seconds, action=action, command=command,
+        never_stop=never_stop, probes=probe, hooks=hook, nginx_stat_url=nginx_stat_url, state_file=state_file,
+        host=host, no_ssh=no_ssh,
+    )
+    agent = build_agent(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    agent.run(stop)
+
+
+@app.command()
+@friendly_errors
+def status(
+    host: Host = None, state_file: StateFile = None, events: int = typer.Option(10, help="recent events to show"),
+    as_json: AsJson = False,
+) -> None:
+    """The countdown, the latest evaluation with its per-signal reasons, and recent events."""
+    settings = _settings(state_file=state_file)
+    current = service.agent_status(acting_principal(), host, settings, events=events)
+    if as_json:
+        print_json({
+            "host": current.host, "state": current.state.to_json(), "seconds_left": current.seconds_left(),
+            "latest": current.latest, "events": current.events,
+        })
+        return
+    if current.latest is None:
+        console.print(f"{current.host}: no evaluation recorded yet (is `autoshutdown run` running?)")
+    else:
+        e = current.latest
+        _print_evaluation(e.host, e.at, e.decision, e.reasons, e.signals)
+    if current.state.stop_at:
+        console.print(f"stop announced for {current.state.stop_at:%H:%M:%S} UTC ({current.seconds_left():.0f} s left)")
+    for event in current.events:
+        console.print(f"  {event.at:%Y-%m-%d %H:%M:%S} {event.kind} {event.detail.get('detail', '')}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def history(
+    host: Host = None, state_file: StateFile = None, limit: int = typer.Option(20, help="evaluations to show"),
+    as_json: AsJson = False,
+) -> None:
+    """Recent evaluations, newest first."""
+    rows = service.history(acting_principal(), host, limit, _settings(state_file=state_file))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("at (UTC)", "decision", "why")
+    for row in rows:
+        table.add_row(f"{row.at:%m-%d %H:%M:%S}", row.decision, row.reasons[-1] if row.reasons else "")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def snooze(
+    minutes: float = typer.Argument(..., help="hold the stop this many minutes beyond the announced time"),
+    host: Host = None, state_file: StateFile = None,
+) -> None:
+    """Postpone the auto-shutdown (operator+, audited)."""
+    state = service.snooze(acting_principal(), minutes * 60, host, _settings(state_file=state_file))
+    until = state.snoozed_until or datetime.now(UTC)
+    console.print(f"snoozed: no stop before {until:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@app.command()
+@friendly_errors
+def skip(host: Host = None, state_file: StateFile = None) -> None:
+    """Skip this countdown: a full idle period must pass again (operator+, audited)."""
+    service.skip(acting_principal(), host, _settings(state_file=state_file))
+    console.print("skipped: the idle clock starts again")

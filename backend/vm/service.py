@@ -1,0 +1,225 @@
+"""What the console, the API and the CLI call: VM status and start/stop, containers, and the auto-shutdown
+agent's state with snooze and skip. Authorization and auditing happen here, whoever the caller is.
+
+Roles: viewers read VM, container and agent status; operators start/stop VMs, read logs, restart containers,
+snooze and skip. Every change is written to the audit log (a change that cannot be audited is not made).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+
+from backend import audit
+from backend.config import Settings, get_settings
+from backend.db import connect
+from backend.errors import InvalidInput, PlatformError
+from backend.identity.principal import PermissionDenied, Principal, Role, require_role
+from backend.vm import policy
+from backend.vm.agent import host_name
+from backend.vm.compute import GcpInstances, Instances, LocalHost, VmInstance
+from backend.vm.containers import ContainerInfo, DockerHost
+from backend.vm.policy import Countdown
+from backend.vm.state import Evaluation, Event, open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_SNOOZE_SECONDS = 24 * 3600
+
+
+def _audit(settings: Settings, **entry: Any) -> None:
+    with connect(settings, autocommit=True) as conn:
+        audit.record(conn, area="vm", **entry)
+
+
+def _audited(
+    settings: Settings, principal: Principal, action: str, target: str, work: Callable[[], T], **detail: Any
+) -> T:
+    """Check operator rights, do the work and audit the outcome (denied, error or ok)."""
+    settings.require_database_url()
+    try:
+        require_role(principal, Role.operator, f"{action.replace('.', ' ')} {target}")
+    except PermissionDenied:
+        _audit(settings, actor=principal.name, action=action, target=target, outcome="denied", detail=detail)
+        raise
+    try:
+        result = work()
+    except PlatformError as exc:
+        _audit(settings, actor=principal.name, action=action, target=target, outcome="error",
+               detail=detail | {"error": str(exc)})
+        raise
+    _audit(settings, actor=principal.name, action=action, target=target, outcome="ok", detail=detail)
+    return result
+
+
+# -- VMs ---------------------------------------------------------------------------------------------------------
+
+
+def vm_provider(settings: Settings | None = None) -> Instances:
+    """GCP instances of `GCP_PROJECT_ID` (VM_PROVIDER=gcp) or this host (local, the embedded default)."""
+    settings = settings or get_settings()
+    if settings.vm_provider == "local":
+        return LocalHost()
+    if not settings.gcp_project_id:
+        raise InvalidInput("VM_PROVIDER=gcp needs GCP_PROJECT_ID")
+    return GcpInstances(
+        settings.gcp_project_id, endpoint=settings.compute_endpoint, label_filter=settings.vm_label_filter,
+        default_zone=settings.gcp_zone,
+    )
+
+
+def list_vms(principal: Principal, settings: Settings | None = None) -> list[VmInstance]:
+    """The platform's VMs with the latest auto-shutdown decision of each (from the agents' records)."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "list VMs")
+    vms = vm_provider(settings).list()
+    if not settings.database_url or not vms:
+        return vms
+    with connect(settings) as conn:
+        latest = _latest_decisions(conn, [vm.name for vm in vms])
+    return [replace(vm, autoshutdown=latest.get(vm.name)) for vm in vms]
+
+
+def _latest_decisions(conn: psycopg.Connection, hosts: list[str]) -> dict[str, str]:
+    rows = conn.execute(
+        """SELECT DISTINCT ON (host) host, decision, reasons FROM vm_evaluations
+           WHERE host = ANY(%s) ORDER BY host, at DESC, id DESC""",
+        (hosts,),
+    ).fetchall()
+    return {r["host"]: r["decision"] + (f": {r['reasons'][-1]}" if r["reasons"] else "") for r in rows}
+
+
+def start_vm(principal: Principal, name: str, zone: str | None = None, settings: Settings | None = None) -> str:
+    """Start a VM (operator+, audited); returns its zone."""
+    settings = settings or get_settings()
+    provider = vm_provider(settings)
+    return _audited(settings, principal, "vm.start", name, lambda: provider.start(name, zone),
+                    zone=zone, provider=provider.provider)
+
+
+def stop_vm(principal: Principal, name: str, zone: str | None = None, settings: Settings | None = None) -> str:
+    """Stop a VM (operator+, audited); returns its zone."""
+    settings = settings or get_settings()
+    provider = vm_provider(settings)
+    return _audited(settings, principal, "vm.stop", name, lambda: provider.stop(name, zone),
+                    zone=zone, provider=provider.provider)
+
+
+# -- containers --------------------------------------------------------------------------------------------------
+
+
+def _docker(settings: Settings) -> DockerHost:
+    return DockerHost(settings.docker_host)
+
+
+def list_containers(principal: Principal, settings: Settings | None = None) -> list[ContainerInfo]:
+    """Containers on this host; `Unavailable("Docker engine not reachable at …")` without an engine."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "list containers")
+    return _docker(settings).list()
+
+
+def container_logs(principal: Principal, name: str, tail: int = 200, settings: Settings | None = None) -> str:
+    """The last `tail` lines of a container's stdout and stderr (operator+: logs may hold sensitive data)."""
+    settings = settings or get_settings()
+    require_role(principal, Role.operator, f"read the logs of container {name}")
+    if not 1 <= tail <= 10_000:
+        raise InvalidInput("tail must be between 1 and 10000 lines")
+    return _docker(settings).logs(name, tail)
+
+
+def restart_container(principal: Principal, name: str, settings: Settings | None = None) -> ContainerInfo:
+    """Restart a container (operator+, audited)."""
+    settings = settings or get_settings()
+    return _audited(settings, principal, "container.restart", name, lambda: _docker(settings).restart(name))
+
+
+# -- auto-shutdown agent -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """One host's agent: the countdown, the latest evaluation (the "why (not) idle" view) and recent events."""
+
+    host: str
+    state: Countdown
+    latest: Evaluation | None
+    events: list[Event]
+
+    def seconds_left(self, now: datetime | None = None) -> float | None:
+        """Seconds until the announced stop, for the console's countdown; None when no stop is announced."""
+        if self.state.stop_at is None:
+            return None
+        return max((self.state.stop_at - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def agent_hosts(principal: Principal, settings: Settings | None = None) -> list[str]:
+    """Hosts whose agents report to the database, for the console's host picker."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "view auto-shutdown status")
+    if not settings.database_url:
+        return [host_name(settings)]
+    with connect(settings) as conn:
+        return [r["host"] for r in conn.execute("SELECT host FROM vm_agent_state ORDER BY host")]
+
+
+def agent_status(
+    principal: Principal, host: str | None = None, settings: Settings | None = None, events: int = 20
+) -> AgentStatus:
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "view auto-shutdown status")
+    host = host or host_name(settings)
+    store = open_store(settings)
+    latest = store.evaluations(host, limit=1)
+    return AgentStatus(host, store.load(host), latest[0] if latest else None, store.events(host, limit=events))
+
+
+def history(principal: Principal, host: str | None = None, limit: int = 100,
+            settings: Settings | None = None) -> list[Evaluation]:
+    """Recent evaluations, newest first."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "view auto-shutdown history")
+    return open_store(settings).evaluations(host or host_name(settings), limit=limit)
+
+
+def _change_countdown(
+    principal: Principal, host: str | None, settings: Settings | None, kind: str,
+    change: Callable[[Countdown, datetime], Countdown], **detail: Any,
+) -> Countdown:
+    settings = settings or get_settings()
+    host = host or host_name(settings)
+    store, now = open_store(settings), datetime.now(UTC)
+
+    def apply(state: Countdown) -> tuple[Countdown, Countdown]:
+        changed = change(state, now)
+        return changed, changed
+
+    def work() -> Countdown:
+        new = store.transact(host, apply)
+        store.event(Event(host, now, kind, {"by": principal.name, **detail}))
+        return new
+
+    if settings.database_url:
+        return _audited(settings, principal, f"autoshutdown.{kind}", host, work, **detail)
+    require_role(principal, Role.operator, f"{kind} the auto-shutdown of {host}")
+    return work()
+
+
+def snooze(
+    principal: Principal, seconds: float, host: str | None = None, settings: Settings | None = None
+) -> Countdown:
+    """Hold the stop `seconds` beyond the announced one (operator+, audited); a new warning precedes it."""
+    if not 0 < seconds <= MAX_SNOOZE_SECONDS:
+        raise InvalidInput(f"snooze seconds must be between 1 and {MAX_SNOOZE_SECONDS}")
+    return _change_countdown(principal, host, settings, "snoozed", lambda s, now: policy.snooze(s, now, seconds),
+                             seconds=seconds)
+
+
+def skip(principal: Principal, host: str | None = None, settings: Settings | None = None) -> Countdown:
+    """Drop the current countdown (operator+, audited): a full idle period must pass again."""
+    return _change_countdown(principal, host, settings, "skipped", policy.skip)
