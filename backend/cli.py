@@ -18,6 +18,8 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("pipeline", "backend.telemetry.cli"),
     ("costs", "backend.costs.cli"),
     ("health", "backend.health.cli"),
+    ("vm", "backend.vm.cli"),
+    ("autoshutdown", "backend.vm.autoshutdown_cli"),
 )
 
 app = typer.Typer(
