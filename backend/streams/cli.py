@@ -219,6 +219,6 @@ def check_config_cmd(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
         console.print(f"{file}: no problems found")
     for f in findings if not as_json else ():
         colour = "red" if f.level == "error" else "yellow"
-        console.print(f"{file}:{f.line}: [{colour}]{f.level}[/]: {f.message}", highlight=False)
+        console.print(f"{file}:{f.line}: [{colour}]{f.level}[/]: {f.message}", highlight=False, soft_wrap=True)
     if any(f.level == "error" for f in findings):
         raise typer.Exit(1)

@@ -140,13 +140,18 @@ def create_key(
     if owner is not None and not 0 < len(owner) <= 128:
         raise InvalidInput("invalid owner: use 1-128 characters")
     expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
+    return _issue(conn, actor, pepper, stream, app, expires_at, cidrs, owner, labels or {})
+
+
+def _issue(conn: psycopg.Connection, actor: Principal, pepper: bytes, stream: str, app: str,
+           expires_at: datetime | None, cidrs: tuple[str, ...], owner: str | None, labels: dict[str, str]) -> IssuedKey:
     secret = new_secret()
     row = conn.execute(
         f"""INSERT INTO stream_keys (id, stream, app, key_hash, key_prefix, allowed_cidrs, owner, labels,
                                      expires_at, created_by)
             VALUES (%s, %s, %s, %s, %s, %s::cidr[], %s, %s, %s, %s) RETURNING {_COLUMNS}""",
         (_new_id(), stream, app, hash_key(pepper, secret), secret[:SHOWN_PREFIX_LENGTH], list(cidrs), owner,
-         Jsonb(labels or {}), expires_at, actor.name),
+         Jsonb(labels), expires_at, actor.name),
     ).fetchone()
     key = _row_to_key(row)
     audit.record(conn, actor=actor.name, area="streams", action="key.create", target=key.id, outcome="ok",
@@ -195,14 +200,13 @@ def revoke_key(conn: psycopg.Connection, actor: Principal, key_id: str, *, repla
 def rotate_key(conn: psycopg.Connection, actor: Principal, pepper: bytes, key_id: str) -> IssuedKey:
     """Issue a new key with the same stream, app, networks, owner and labels, and revoke the old one.
 
-    The old key's remaining lifetime carries over to the new key.
+    The old key's expiry carries over to the new key.
     """
     require_role(actor, Role.operator, "rotate stream keys")
     old = get_key(conn, actor, key_id)
     if old.state() != "active":
         raise InvalidInput(f"stream key {key_id!r} is {old.state()}: create a new key instead")
-    remaining = old.expires_at - datetime.now(UTC) if old.expires_at else None
-    issued = create_key(conn, actor, pepper, old.stream, app=old.app, expires_in=remaining,
-                        allowed_cidrs=old.allowed_cidrs, owner=old.owner, labels=old.labels)
+    issued = _issue(conn, actor, pepper, old.stream, old.app, old.expires_at, old.allowed_cidrs, old.owner,
+                    old.labels)
     revoke_key(conn, actor, key_id, replaced_by=issued.key.id)
     return issued

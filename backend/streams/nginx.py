@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import httpx
+from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from backend.errors import Unavailable
@@ -57,7 +58,7 @@ def parse_stat(xml: str | bytes) -> list[StatStream]:
     """Parse `/stat` output into streams; malformed XML raises `Unavailable`."""
     try:
         root = SafeET.fromstring(xml)
-    except (ET.ParseError, SafeET.DefusedXmlException) as exc:
+    except (ET.ParseError, DefusedXmlException) as exc:
         raise Unavailable(f"nginx /stat returned malformed XML: {exc}") from None
     streams = []
     for application in root.iterfind("./server/application"):

@@ -1,0 +1,215 @@
+"""Stream keys, the pepper, the lockout policy and the streams CLI, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from backend import audit
+from backend.cli import app
+from backend.config import ConfigError
+from backend.errors import InvalidInput, NotFound
+from backend.identity import SYSTEM, PermissionDenied, Principal, Role
+from backend.identity import users as user_service
+from backend.streams import keys, lockout
+from backend.streams.callbacks import CallbackRequest, KeyRecord, check_key
+from backend.streams.pepper import hash_key, key_pepper
+
+PEPPER = b"unit-test-pepper-" + b"q" * 32
+OPERATOR = Principal("olga", Role.operator)
+VIEWER = Principal("victor", Role.viewer)
+
+
+def test_created_key_is_random_shown_once_and_stored_only_as_hmac(db):
+    issued = keys.create_key(db, OPERATOR, PEPPER, "cam1", owner="news desk", labels={"team": "news"})
+    other = keys.create_key(db, OPERATOR, PEPPER, "cam1")
+    assert issued.secret.startswith("sk_") and len(issued.secret) >= 43 and issued.secret != other.secret
+    assert issued.secret not in repr(issued)
+    row = db.execute("SELECT * FROM stream_keys WHERE id = %s", (issued.key.id,)).fetchone()
+    assert bytes(row["key_hash"]) == hmac.new(PEPPER, issued.secret.encode(), hashlib.sha256).digest()
+    assert issued.secret not in json.dumps(row, default=str)
+    assert row["key_prefix"] == issued.secret[:8]
+    (entry,) = [e for e in audit.entries(db, area="streams") if e.target == issued.key.id]
+    assert entry.actor == "olga" and entry.action == "key.create"
+    assert issued.secret not in json.dumps(entry.detail)
+
+
+def test_viewers_list_but_only_operators_manage_keys(db):
+    with pytest.raises(PermissionDenied, match="needs role operator"):
+        keys.create_key(db, VIEWER, PEPPER, "cam1")
+    issued = keys.create_key(db, OPERATOR, PEPPER, "cam1")
+    assert [k.id for k in keys.list_keys(db, VIEWER)] == [issued.key.id]
+    with pytest.raises(PermissionDenied):
+        keys.revoke_key(db, VIEWER, issued.key.id)
+    with pytest.raises(PermissionDenied):
+        lockout.clear(db, VIEWER)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"stream": "bad name"}, "invalid stream name 'bad name'"),
+    ({"stream": "../etc"}, "invalid stream name"),
+    ({"stream": "cam", "app": "live/x"}, "invalid application"),
+    ({"stream": "cam", "allowed_cidrs": ["10.0.0.0/8", "not-an-ip"]}, "invalid --allow-ip 'not-an-ip'"),
+])
+def test_invalid_key_options_are_explained(db, kwargs, message):
+    with pytest.raises(InvalidInput, match=message):
+        keys.create_key(db, OPERATOR, PEPPER, **kwargs)
+    assert keys.list_keys(db, OPERATOR, include_inactive=True) == []
+
+
+def test_cidrs_are_normalised_and_expiry_is_kept(db):
+    issued = keys.create_key(db, OPERATOR, PEPPER, "cam1", allowed_cidrs=["10.1.2.3/8", "2001:db8::1"],
+                             expires_in=keys.parse_duration("7d"))
+    assert issued.key.allowed_cidrs == ("10.0.0.0/8", "2001:db8::1/128")
+    assert timedelta(days=6, hours=23) < issued.key.expires_at - datetime.now(UTC) <= timedelta(days=7)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("90s", timedelta(seconds=90)), ("12h", timedelta(hours=12)),
+                                                ("7d", timedelta(days=7)), ("2w", timedelta(weeks=2))])
+def test_durations(text, expected):
+    assert keys.parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "7", "0d", "-1d", "7 days", "1y"])
+def test_bad_durations_are_explained(text):
+    with pytest.raises(InvalidInput, match="invalid duration"):
+        keys.parse_duration(text)
+
+
+def test_revoke_and_rotate(db):
+    issued = keys.create_key(db, OPERATOR, PEPPER, "cam1", allowed_cidrs=["192.0.2.0/24"], owner="ops",
+                             expires_in=timedelta(hours=1))
+    rotated = keys.rotate_key(db, OPERATOR, PEPPER, issued.key.id)
+    old = keys.get_key(db, OPERATOR, issued.key.id)
+    assert old.state() == "revoked" and old.replaced_by == rotated.key.id and old.revoked_by == "olga"
+    assert rotated.secret != issued.secret
+    assert (rotated.key.stream, rotated.key.allowed_cidrs, rotated.key.owner) == ("cam1", ("192.0.2.0/24",), "ops")
+    assert rotated.key.expires_at <= issued.key.expires_at
+    with pytest.raises(InvalidInput, match="already revoked"):
+        keys.revoke_key(db, OPERATOR, issued.key.id)
+    with pytest.raises(InvalidInput, match="is revoked"):
+        keys.rotate_key(db, OPERATOR, PEPPER, issued.key.id)
+    with pytest.raises(NotFound):
+        keys.revoke_key(db, OPERATOR, "key_missing")
+    assert [k.id for k in keys.list_keys(db, OPERATOR)] == [rotated.key.id]
+    assert {e.action for e in audit.entries(db, area="streams")} >= {"key.create", "key.rotate"}
+
+
+def _record(stream="cam1", app="live", cidrs=(), expires=None, revoked=None, presented="sk_x"):
+    return KeyRecord("key_1", stream, app, hash_key(PEPPER, presented), cidrs, expires, revoked)
+
+
+def _req(name="cam1", key="sk_x", app="live", addr="127.0.0.1"):
+    return CallbackRequest("publish", app, name, addr, "1", key)
+
+
+@pytest.mark.parametrize(("record", "req", "outcome", "reason"), [
+    (_record(), _req(), "allow", "ok"),
+    (_record(), _req(name="sk_x", key=None), "allow", "ok (renamed)"),
+    (None, _req(), "deny", "missing or unknown key"),
+    (_record(presented="sk_other"), _req(), "deny", "missing or unknown key"),
+    (_record(revoked=datetime(2026, 1, 1, tzinfo=UTC)), _req(), "deny", "key revoked"),
+    (_record(expires=datetime(2026, 1, 1, tzinfo=UTC)), _req(), "deny", "key expired"),
+    (_record(app="studio"), _req(), "deny", "wrong application for key"),
+    (_record(), _req(name="other"), "deny", "stream name not allowed for key"),
+    (_record(cidrs=("10.0.0.0/8",)), _req(), "deny", "address not allowed for key"),
+    (_record(cidrs=("10.0.0.0/8",)), _req(addr="10.9.8.7"), "allow", "ok"),
+])
+def test_key_decisions(record, req, outcome, reason):
+    decision = check_key(req, record, hash_key(PEPPER, req.presented_key), datetime(2026, 6, 1, tzinfo=UTC))
+    assert (decision.outcome, decision.reason) == (outcome, reason)
+    if reason == "ok (renamed)":
+        assert decision.rename_to == "cam1"
+
+
+def test_a_key_presented_as_a_name_is_never_recorded():
+    assert _req(name="sk_secret", key=None).audit_name(None) == "[redacted]"
+    assert _req(name="cam1", key="sk_guess").audit_name(None) == "cam1"
+
+
+def test_lockout_backs_off_exponentially_and_forgets_after_a_quiet_window():
+    policy = lockout.LockoutPolicy(threshold=3, base=timedelta(seconds=60), max=timedelta(seconds=200),
+                                   window=timedelta(minutes=10))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    state = None
+    locks = []
+    for i in range(6):
+        state = lockout.after_failure(state, "192.0.2.9", now + timedelta(seconds=i), policy)
+        locks.append((state.locked_until - state.last_failed_at).total_seconds() if state.locked_until else None)
+    assert locks == [None, None, 60, 120, 200, 200]
+    later = state.locked_until + timedelta(minutes=11)
+    fresh = lockout.after_failure(state, "192.0.2.9", later, policy)
+    assert (fresh.failures, fresh.locked_until) == (1, None)
+
+
+def test_lockouts_are_listed_and_cleared(db):
+    now = datetime.now(UTC)
+    db.execute("INSERT INTO stream_auth_failures VALUES ('192.0.2.1', 7, %s, %s, %s), ('192.0.2.2', 1, %s, %s, NULL)",
+               (now, now, now + timedelta(minutes=5), now, now))
+    assert [s.addr for s in lockout.list_failures(db, VIEWER, locked_only=True)] == ["192.0.2.1"]
+    with pytest.raises(InvalidInput, match="invalid address"):
+        lockout.clear(db, OPERATOR, "192.0.2.x")
+    assert lockout.clear(db, OPERATOR, "192.0.2.1") == 1
+    assert lockout.clear(db, OPERATOR) == 1
+    assert lockout.list_failures(db, VIEWER) == []
+
+
+def test_pepper_from_setting_must_be_long(settings):
+    assert key_pepper(settings.model_copy(update={"stream_key_pepper": SecretStr("x" * 40)})) == b"x" * 40
+    with pytest.raises(ConfigError, match="too short"):
+        key_pepper(settings.model_copy(update={"stream_key_pepper": SecretStr("short")}))
+
+
+def test_pepper_defaults_to_a_system_secret_created_once(settings):
+    first = key_pepper(settings)
+    assert len(first) >= 32
+    from backend.secrets.system import get_or_create
+
+    assert get_or_create("rtmp-key-pepper", lambda: "never used", settings).encode() == first
+
+
+runner = CliRunner()
+
+
+def test_cli_create_prints_the_key_once_and_list_never_shows_it(settings, monkeypatch):
+    monkeypatch.setenv("STREAM_KEY_PEPPER", "cli-pepper-" + "z" * 40)
+    from backend.config import get_settings
+
+    get_settings.cache_clear()
+    created = runner.invoke(app, ["streams", "keys", "create", "cam7", "--expires", "7d", "--allow-ip",
+                                  "198.51.100.0/24", "--label", "team=news", "--json"])
+    assert created.exit_code == 0, created.output
+    body = json.loads(created.stdout)
+    assert body["key"].startswith("sk_") and body["allowed_cidrs"] == ["198.51.100.0/24"]
+    listed = runner.invoke(app, ["streams", "keys", "list", "--json"])
+    assert listed.exit_code == 0 and body["key"] not in listed.stdout
+    assert json.loads(listed.stdout)[0]["id"] == body["id"]
+    revoked = runner.invoke(app, ["streams", "keys", "revoke", body["id"]])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    audit_out = runner.invoke(app, ["streams", "audit", "--json"])
+    assert audit_out.exit_code == 0 and json.loads(audit_out.stdout) == []
+
+
+def test_cli_errors_are_one_line(settings, monkeypatch):
+    monkeypatch.setenv("STREAM_KEY_PEPPER", "cli-pepper-" + "z" * 40)
+    from backend.config import get_settings
+
+    get_settings.cache_clear()
+    bad_ip = runner.invoke(app, ["streams", "keys", "create", "cam7", "--allow-ip", "nope"])
+    assert bad_ip.exit_code == 2 and "invalid --allow-ip 'nope'" in bad_ip.output
+    bad_expiry = runner.invoke(app, ["streams", "keys", "create", "cam7", "--expires", "soon"])
+    assert bad_expiry.exit_code == 2 and "invalid duration 'soon'" in bad_expiry.output
+    assert "Traceback" not in bad_ip.output + bad_expiry.output
+
+
+def test_cli_acting_viewer_cannot_create(settings, db, monkeypatch):
+    monkeypatch.setenv("STREAM_KEY_PEPPER", "cli-pepper-" + "z" * 40)
+    user_service.add_user(db, SYSTEM, "vera", Role.viewer, "a long password")
+    denied = runner.invoke(app, ["--as", "vera", "streams", "keys", "create", "cam7"])
+    assert denied.exit_code == 2 and "needs role operator" in denied.output
