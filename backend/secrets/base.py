@@ -49,7 +49,8 @@ class SecretsBackend(ABC):
     def get_version(self, name: str, version: VersionRef) -> SecretVersion: ...
 
     @abstractmethod
-    def access_version(self, name: str, version: VersionRef) -> tuple[SecretVersion, SecretBytes]: ...
+    def access_version(self, name: str, version: VersionRef) -> tuple[int, SecretBytes]:
+        """The version number `version` resolved to, and its value."""
 
     @abstractmethod
     def set_version_state(self, name: str, version: int, action: VersionAction) -> SecretVersion:

@@ -158,6 +158,7 @@ class LocalSecretsBackend(SecretsBackend):
     @contextmanager
     def _mutate(self) -> Iterator[Document]:
         """Read-modify-write under the lock; nothing is written if the block raises."""
+        self._cipher()  # may create the key file, which takes the lock itself
         with self._locked():
             doc = self._read()
             yield doc
@@ -288,11 +289,11 @@ class LocalSecretsBackend(SecretsBackend):
         entry = self._entry(self._read(), name)
         return self._version(name, self._find_version(name, entry, version))
 
-    def access_version(self, name: str, version: VersionRef) -> tuple[SecretVersion, SecretBytes]:
+    def access_version(self, name: str, version: VersionRef) -> tuple[int, SecretBytes]:
         raw = self._find_version(name, self._entry(self._read(), name), version)
         if raw["state"] != VersionState.ENABLED:
             raise InvalidInput(f"secret {name!r} version {raw['version']} is {raw['state']}: it cannot be accessed")
-        return self._version(name, raw), SecretBytes(base64.b64decode(raw["data"]))
+        return raw["version"], SecretBytes(base64.b64decode(raw["data"]))
 
     def set_version_state(self, name: str, version: int, action: VersionAction) -> SecretVersion:
         with self._mutate() as doc:

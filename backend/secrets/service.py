@@ -131,9 +131,9 @@ class SecretsService:
     def reveal(self, actor: Principal, name: str, version: VersionRef = "latest") -> RevealedSecret:
         """A version's value (admin only, audited); `latest` is the newest enabled version."""
         with self._operation(actor, "reveal", name, version=version) as detail:
-            found, data = self.backend.access_version(name, version)
-            detail["version"] = found.version
-            return RevealedSecret(name, found.version, _text(name, found.version, data))
+            number, data = self.backend.access_version(name, version)
+            detail["version"] = number
+            return RevealedSecret(name, number, _text(name, number, data))
 
     # -- changing -----------------------------------------------------------------------------------------
 
@@ -196,11 +196,11 @@ class SecretsService:
             new_version, new_data = self.backend.access_version(name, new)
             result = diff_payloads(
                 name,
-                old_version.version, _text(name, old_version.version, old_data),
-                new_version.version, _text(name, new_version.version, new_data),
+                old_version, _text(name, old_version, old_data),
+                new_version, _text(name, new_version, new_data),
                 reveal=reveal,
             )
-            detail.update(versions=[old_version.version, new_version.version], revealed=reveal,
+            detail.update(versions=[old_version, new_version], revealed=reveal,
                           changes=len(result.changes))
         return result
 
@@ -223,10 +223,10 @@ class SecretsService:
             if not (token := page.next_page_token):
                 return
 
-    def audit_entries(self, actor: Principal, *, secret: str | None = None, limit: int = 200) -> list[audit.AuditEntry]:
-        """The audit trail of the secrets area, newest first (admin only)."""
-        with self._operation(actor, "audit", secret), connect(self.settings) as conn:
-            return audit.entries(conn, area=AREA, target=secret, limit=limit)
+    def audit_entries(self, actor: Principal, *, name: str | None = None, limit: int = 200) -> list[audit.AuditEntry]:
+        """The audit trail of the secrets area (of one secret when `name` is given), newest first; admin only."""
+        with self._operation(actor, "audit", name), connect(self.settings) as conn:
+            return audit.entries(conn, area=AREA, target=name, limit=limit)
 
 
 def get_service(settings: Settings | None = None) -> SecretsService:
