@@ -18,6 +18,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("pipeline", "backend.telemetry.cli"),
     ("costs", "backend.costs.cli"),
     ("health", "backend.health.cli"),
+    ("demo", "backend.demo_cli"),
     ("vm", "backend.vm.cli"),
     ("autoshutdown", "backend.vm.autoshutdown_cli"),
 )

@@ -1,0 +1,1 @@
+"""The Streamlit console: `streamlit run app/main.py` (or `make demo`)."""

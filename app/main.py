@@ -1,0 +1,32 @@
+"""The console's entry: sign-in, then navigation built from the signed-in user's role.
+
+Run with `streamlit run app/main.py` (the demo does). Pages live in `../pages/` and render only: they call
+backend service functions with the session's principal, inside an error boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+from components import nav, session
+from components.errors import guarded
+
+st.set_page_config(page_title="Stream Platform Ops Console", page_icon=":material/bolt:", layout="wide")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+principal = None
+with guarded("Session"):
+    principal = session.signed_in()
+
+if principal is None:
+    st.navigation([st.Page(session.login_page, title="Sign in", icon=":material/login:")], position="hidden").run()
+else:
+    page = nav.navigation(principal)
+    with st.sidebar:
+        st.markdown(f"**{principal.name}** · {principal.role}")
+        if st.button("Sign out", icon=":material/logout:", key="sign-out"):
+            session.sign_out()
+            st.rerun()
+    with guarded():
+        page.run()

@@ -1,0 +1,136 @@
+"""Costs: spend by day / model / host / label with idle cost, $/1M tokens per served model, the month-end
+projection, auto-shutdown savings, and the price catalog (admins edit it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+from components import charts, flash, fmt
+from components.backends import optional, require
+from components.db import connection
+from components.errors import guarded
+from components.session import principal
+
+from backend.config import get_settings
+from backend.identity.principal import Role
+
+spend = require("backend.costs.spend", "Costs")
+projection = require("backend.costs.projection", "Costs")
+tokens = require("backend.costs.tokens", "Costs")
+catalog = require("backend.costs.catalog", "Costs")
+savings = require("backend.costs.savings", "Costs")
+vm_state = optional("backend.vm.state")
+me = principal()
+
+RANGES = {"Last 24 hours": timedelta(days=1), "Last 7 days": timedelta(days=7), "Last 30 days": timedelta(days=30)}
+
+st.title("Costs")
+flash.show()
+left, right = st.columns([2, 1])
+range_label = left.segmented_control("Range", list(RANGES), default="Last 7 days", key="cost-range") or "Last 7 days"
+idle_pct = right.number_input("Idle below (% utilization)", min_value=0.0, max_value=100.0,
+                              value=float(get_settings().cost_idle_util_threshold), step=1.0, key="idle-threshold")
+end = datetime.now(UTC).replace(second=0, microsecond=0)
+start = end - RANGES[range_label]
+
+
+@st.cache_data(ttl=60, show_spinner="Adding up GPU-minutes…")
+def load(start: datetime, end: datetime, group_by: str, idle_pct: float) -> object:
+    with connection() as conn:
+        return spend.cost_summary(conn, start, end, group_by=group_by, idle_threshold_pct=idle_pct)
+
+
+with guarded("Spend"):
+    total = load(start, end, "total", idle_pct).total
+    with connection() as conn:
+        month = projection.month_projection(conn, idle_threshold_pct=idle_pct)
+        saved = savings.savings(conn, start, end, vm_state.stopped_intervals(conn, start, end)) if vm_state else None
+    cols = st.columns(5)
+    cols[0].metric("Spend", fmt.money(total.cost_usd), help=f"{total.gpu_hours:,.1f} GPU-hours in the range")
+    cols[1].metric("Idle cost", fmt.money(total.idle_cost_usd),
+                   help=f"{total.idle_gpu_hours:,.1f} GPU-hours below {idle_pct:.0f}% utilization")
+    cols[2].metric("Month to date", fmt.money(month.month_to_date_usd))
+    cols[3].metric("Month projection", fmt.money(month.projected_month_usd),
+                   help=f"month to date + {fmt.money(month.run_rate_usd_per_day)}/day × "
+                        f"{month.remaining_days:.1f} days left")
+    cols[4].metric("Auto-shutdown saved", fmt.money(saved.saved_usd) if saved else "–",
+                   help=f"{saved.saved_gpu_hours:,.1f} GPU-hours not billed" if saved else
+                   "the VM area records no stops here")
+    if total.unpriced_gpu_hours:
+        st.warning(f"{total.unpriced_gpu_hours:,.1f} GPU-hours have no catalog price and are not in the totals: "
+                   "add prices for their models below.", icon=":material/sell:")
+    if total.gpu_hours == 0:
+        st.info("No GPU-hours in this range yet: costs follow the telemetry the sink stores.")
+
+with guarded("Spend by day"):
+    daily = load(start, end, "day", idle_pct).rows
+    if daily:
+        frame = pd.DataFrame([{"day": r.key, "kind": kind, "usd": value} for r in sorted(daily, key=lambda r: r.key)
+                              for kind, value in (("used", r.used_cost_usd), ("idle", r.idle_cost_usd))])
+        st.plotly_chart(charts.bars(frame, x="day", y="usd", color="kind", title="Spend per day (used vs idle)",
+                                    unit="USD", money=True), use_container_width=True)
+
+with guarded("Spend by group"):
+    left, right = st.columns([1, 1])
+    group = left.segmented_control("Group by", ["model", "host", "label"], default="model", key="cost-group") \
+        or "model"
+    label = right.text_input("Label", value="team", key="cost-label") if group == "label" else ""
+    group_by = f"label:{label.strip()}" if group == "label" else group
+    rows = load(start, end, group_by, idle_pct).rows
+    if rows:
+        table = pd.DataFrame([{group: r.key, "GPUs": r.gpus, "GPU-hours": round(r.gpu_hours, 1),
+                               "spend $": round(r.cost_usd, 2), "idle $": round(r.idle_cost_usd, 2),
+                               "idle %": round(100 * r.idle_cost_usd / r.cost_usd, 1) if r.cost_usd else None,
+                               "$/GPU-hour": round(r.usd_per_gpu_hour, 2) if r.usd_per_gpu_hour else None}
+                              for r in rows])
+        fig = px.bar(table, x=group, y=["spend $", "idle $"], barmode="group", title=f"Spend by {group_by}")
+        fig.update_traces(hovertemplate="%{x}<br>$%{y:,.2f}<extra>%{fullData.name}</extra>")
+        fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10}, yaxis_title="USD")
+        st.plotly_chart(fig, use_container_width=True)
+        st.dataframe(table, hide_index=True)
+
+st.subheader("Cost per 1M tokens")
+with guarded("Token costs"):
+    with connection() as conn:
+        per_model = tokens.token_costs(conn, start, end)
+    if not per_model:
+        st.info("No token usage in this range: inference servers report it on the token.usage.v1 topic.")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "served model": t.served_model, "GPUs": t.gpus, "requests": t.requests,
+            "tokens": t.prompt_tokens + t.completion_tokens, "GPU-hours": round(t.gpu_hours, 1),
+            "cost $": round(t.cost_usd, 2),
+            "$/1M tokens": round(t.usd_per_million_tokens, 4) if t.usd_per_million_tokens is not None else None,
+            "$/1M completion": round(t.usd_per_million_completion_tokens, 4)
+            if t.usd_per_million_completion_tokens is not None else None,
+            "tokens/s/GPU": round(t.tokens_per_second_per_gpu, 1) if t.tokens_per_second_per_gpu else None,
+            "p95 ms": round(t.latency_ms_p95, 1) if t.latency_ms_p95 else None,
+            "uncosted tokens": t.uncosted_tokens,
+        } for t in per_model]), hide_index=True)
+
+st.subheader("Price catalog")
+with guarded("Prices"):
+    with connection() as conn:
+        prices = catalog.list_prices(conn)
+    st.dataframe(pd.DataFrame([{"GPU model": p.gpu_model, "pricing": p.pricing_kind,
+                                "$/GPU-hour": float(p.usd_per_gpu_hour), "since": fmt.when(p.effective_from),
+                                "source": p.source, "updated by": p.updated_by} for p in prices]), hide_index=True)
+if me.has(Role.admin):
+    with st.expander("Set a price", icon=":material/edit:"), st.form("set-price", clear_on_submit=True):
+        a, b, c = st.columns(3)
+        model = a.text_input("GPU model", placeholder="NVIDIA H100 80GB HBM3")
+        kind = b.selectbox("Pricing", catalog.PRICING_KINDS)
+        amount = c.number_input("USD per GPU-hour", min_value=0.0, step=0.01, format="%.4f")
+        source = st.text_input("Source", placeholder="where the price comes from (list price page, contract)")
+        if st.form_submit_button("Save price", type="primary"):
+            with guarded("Save price"):
+                with connection() as conn:
+                    catalog.set_price(conn, me, model, kind, catalog.parse_amount(amount), source=source)
+                load.clear()
+                flash.flash(f"Price for {model.strip()} ({kind}) saved; it applies from now on.")
+                st.rerun()
+else:
+    st.caption("Admins edit prices here; a new price applies from the moment it is saved.")

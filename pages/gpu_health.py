@@ -1,0 +1,127 @@
+"""GPU Health: the fleet at a glance (heatmap host × GPU), a filterable status table with findings, top offenders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import streamlit as st
+from components import charts, fmt
+from components.backends import require
+from components.db import connection
+from components.errors import boundary, guarded
+from components.nav import BY_FILE
+
+fleet = require("backend.queries.fleet", "GPU health")
+offenders = require("backend.queries.offenders", "GPU health")
+health = require("backend.health.service", "GPU health")
+
+HEATMAP_METRICS = {
+    "Temperature": ("gpu_temp", "°C", (30.0, 95.0)),
+    "Utilization": ("gpu_util", "%", (0.0, 100.0)),
+    "Power": ("power_usage", "W", None),
+}
+STATUS_ICON = {"healthy": "🟢 healthy", "warning": "🟠 warning", "critical": "🔴 critical", "unknown": "⚪ unknown"}
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def load_fleet() -> list:
+    """Every GPU with its latest sample and status (pages of 1000)."""
+    items: list = []
+    with connection() as conn:
+        while True:
+            page = fleet.fleet_overview(conn, limit=1000, offset=len(items))
+            items.extend(page.items)
+            if len(items) >= page.total or not page.items:
+                return items
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def load_findings() -> dict[str, list]:
+    with connection() as conn:
+        return {h.gpu_uuid: h.findings for h in health.fleet_health(conn)}
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def load_offenders(kind: str, hours: int) -> list:
+    end = datetime.now(UTC)
+    with connection() as conn:
+        return offenders.top_offenders(conn, kind, end - timedelta(hours=hours), end, n=10)
+
+
+st.title("GPU Health")
+
+
+@st.fragment(run_every="30s")
+@boundary("Fleet")
+def fleet_panel() -> None:
+    gpus = load_fleet()
+    if not gpus:
+        st.info("No GPU has reported yet. Start a collector (`stream-platform pipeline produce --source …`) "
+                "and the sink (`stream-platform pipeline sink`); GPUs appear here within seconds.",
+                icon=":material/info:")
+        return
+    counts = pd.Series([g.status for g in gpus]).value_counts()
+    cols = st.columns(4)
+    for col, status in zip(cols, ("healthy", "warning", "critical", "unknown"), strict=True):
+        col.metric(STATUS_ICON[status], int(counts.get(status, 0)))
+    choice = st.segmented_control("Heatmap metric", list(HEATMAP_METRICS), default="Temperature",
+                                  key="heatmap-metric") or "Temperature"
+    column, unit, zrange = HEATMAP_METRICS[choice]
+    grid = pd.DataFrame([{"host": g.host, "gpu": g.gpu_index, "value": g.latest.get(column)} for g in gpus])
+    matrix = grid.pivot_table(index="host", columns="gpu", values="value", aggfunc="first", dropna=False)
+    st.plotly_chart(charts.heatmap(matrix, title=f"{choice} by host and GPU (latest sample)", unit=unit,
+                                   zrange=zrange), use_container_width=True)
+    st.caption(f"{len(gpus)} GPUs · refreshed {fmt.when(datetime.now(UTC))} · updates every 30 s")
+
+
+fleet_panel()
+
+st.subheader("Status and findings")
+with guarded("Status table"):
+    gpus = load_fleet()
+    findings = load_findings()
+    left, middle, right = st.columns(3)
+    wanted = left.multiselect("Status", list(STATUS_ICON), default=[], placeholder="all statuses",
+                              key="status-filter")
+    hosts = middle.multiselect("Host", sorted({g.host for g in gpus}), placeholder="all hosts", key="host-filter")
+    models = right.multiselect("Model", sorted({g.model or "?" for g in gpus}), placeholder="all models",
+                               key="model-filter")
+    shown = [g for g in gpus if (not wanted or g.status in wanted) and (not hosts or g.host in hosts)
+             and (not models or (g.model or "?") in models)]
+    table = pd.DataFrame([{
+        "status": STATUS_ICON.get(g.status, g.status), "host": g.host, "gpu": g.gpu_index, "model": g.model,
+        "temp °C": g.latest.get("gpu_temp"), "util %": g.latest.get("gpu_util"),
+        "power W": g.latest.get("power_usage"),
+        "findings": "; ".join(f.title for f in findings.get(g.gpu_uuid, [])) or "–",
+        "last seen": fmt.ago(g.last_seen), "uuid": g.gpu_uuid,
+    } for g in shown])
+    if table.empty:
+        st.info("No GPU matches these filters.")
+    else:
+        picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                              key="health-table", column_config={
+                                  "temp °C": st.column_config.NumberColumn(format="%.0f"),
+                                  "util %": st.column_config.ProgressColumn(min_value=0, max_value=100,
+                                                                            format="%.0f%%"),
+                                  "power W": st.column_config.NumberColumn(format="%.0f"),
+                              })
+        st.caption("Select a row to open the GPU's detail.")
+        rows = picked.selection.rows if picked else []
+        if rows:
+            st.switch_page(BY_FILE["gpu_detail.py"].path, query_params={"gpu": table.iloc[rows[0]]["uuid"]})
+
+st.subheader("Top offenders")
+hours = st.radio("Window", [1, 6, 24, 72], index=2, format_func=lambda h: f"{h} h", horizontal=True,
+                 key="offender-window")
+for col, (kind, title) in zip(st.columns(3), (("hottest", "Hottest"), ("ecc", "ECC errors"),
+                                              ("throttled", "Most throttled")), strict=True):
+    with col, guarded(title):
+        st.markdown(f"**{title}**")
+        found = load_offenders(kind, hours)
+        if not found:
+            st.caption("Nothing to report in this window.")
+        else:
+            st.caption(found[0].unit)
+            st.dataframe(pd.DataFrame([{"host": o.host, "gpu": o.gpu_index, "value": round(o.value, 1)}
+                                       for o in found]), hide_index=True)
