@@ -146,9 +146,12 @@ class ConfigError(PlatformError):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment and `secrets.env` (environment wins), then apply overrides."""
+    """Build settings from the environment and `secrets.env` (environment wins), then apply overrides and
+    resolve `secret:NAME[#VERSION]` references through the secrets backend."""
+    from backend.secrets.references import resolve_references  # late: the secrets area imports this module
+
     settings = Settings(_env_file=_env_file())  # type: ignore[call-arg]
-    return settings.model_copy(update=overrides) if overrides else settings
+    return resolve_references(settings.model_copy(update=overrides) if overrides else settings)
 
 
 @lru_cache(maxsize=1)
