@@ -55,3 +55,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool = getattr(app.state, "db_pool", None)
     if pool is not None:
         pool.close()
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings the application was created with."""
+    return request.app.state.settings

@@ -5,7 +5,30 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+
+
+class ErrorBody(BaseModel):
+    """Every API error: a message safe to show, and the parameter at fault when there is one."""
+
+    error: str
+    field: str | None = None
+
+
+def _documented(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: _documented("a parameter is invalid; `field` names it"),
+    401: _documented("missing, invalid, expired or revoked bearer token"),
+    403: _documented("the token's role is too low"),
+    404: _documented("no such GPU"),
+    422: _documented("a parameter has the wrong type or is out of range; `field` names it"),
+    503: _documented("the database is unreachable"),
+}
+"""Documented on every `/api/v1` router, so clients (and the schemathesis fuzz test) know every answer."""
 
 _LOCATIONS = {"query", "path", "header", "body", "cookie"}
 

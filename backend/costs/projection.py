@@ -10,7 +10,7 @@ import psycopg
 
 from backend.costs.spend import CostRow, cost_summary
 from backend.queries.catalog import BadParameter
-from backend.queries.timeseries import as_utc
+from backend.queries.timeseries import check_time
 
 DAY = timedelta(days=1)
 
@@ -48,7 +48,7 @@ def month_projection(
 ) -> MonthProjection:
     """Projected spend of the month containing `as_of` = month-to-date + run rate × days left, where the run rate
     is the spend of the `trailing` window before `as_of`, per day."""
-    as_of = as_utc(as_of) if as_of else datetime.now(UTC)
+    as_of = check_time(as_of, "as_of") if as_of else datetime.now(UTC)
     if not timedelta(hours=1) <= trailing <= timedelta(days=31):
         raise BadParameter("trailing", "must be between 1 hour and 31 days")
     month_start, month_end = _month_bounds(as_of)

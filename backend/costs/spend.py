@@ -9,6 +9,7 @@ with no catalog price are counted as unpriced GPU-hours rather than silently cos
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +39,7 @@ _KEYS: dict[str, str] = {
     "day": "to_char(date_trunc('day', bucket, 'UTC'), 'YYYY-MM-DD')",
 }
 GROUPS = (*_KEYS, "label:<name>")
+_LABEL = re.compile(r"^[A-Za-z0-9_.\-/]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ class CostSummary:
 def _key_sql(group_by: str) -> tuple[sql.Composable, dict[str, str]]:
     if group_by.startswith("label:"):
         label = group_by.removeprefix("label:")
-        if not label or len(label) > 64:
-            raise BadParameter("group_by", "name a label after 'label:', e.g. label:team")
+        if not _LABEL.match(label):
+            raise BadParameter("group_by", "name a label after 'label:' (letters, digits, '_', '-', '.', '/'), "
+                                           "e.g. label:team")
         return sql.SQL("coalesce(labels->>%(label)s, '(none)')"), {"label": label}
     if group_by not in _KEYS:
         raise BadParameter("group_by", f"choose one of {', '.join(GROUPS)}")

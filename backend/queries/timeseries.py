@@ -56,8 +56,20 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def check_time(value: datetime, parameter: str) -> datetime:
+    """An aware time within the years 2000-2199 (so window arithmetic can never overflow)."""
+    value = as_utc(value)
+    if not EARLIEST <= value < LATEST:
+        raise BadParameter(parameter, "must be between the years 2000 and 2199")
+    return value
+
+
 def check_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    start, end = as_utc(start), as_utc(end)
+    start, end = check_time(start, "start"), check_time(end, "end")
     if end <= start:
         raise BadParameter("end", "must be after start")
     return start, end
