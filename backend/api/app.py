@@ -19,6 +19,8 @@ from backend.identity.principal import PermissionDenied
 # Modules exposing `router: APIRouter`, mounted in this order.
 ROUTERS: tuple[str, ...] = (
     "backend.api.routes_meta",
+    "backend.api.routes_gpus",
+    "backend.api.routes_costs",
     "backend.streams.api",
 )
 
