@@ -22,6 +22,7 @@ ROUTERS: tuple[str, ...] = (
     "backend.api.routes_gpus",
     "backend.api.routes_costs",
     "backend.streams.api",
+    "backend.health.api",
 )
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from backend.cli_support import acting_principal, console, friendly_errors, print_json
+from backend.cli_support import acting_principal, console, friendly_errors, print_json, progress_bar
 from backend.config import get_settings
 from backend.db import connect
 from backend.health import service
 from backend.health.alerts import ALERT_STATES
+from backend.health.risk.dataset import FleetSpec
+from backend.health.risk.train import train_and_evaluate
 from backend.health.rules import RULE_IDS
 from backend.health.xid import CATALOG
 from backend.telemetry.durations import parse_duration
@@ -154,3 +157,51 @@ def rules(as_json: bool = typer.Option(False, "--json")) -> None:
         table.add_row(str(x.code), _styled(x.severity), x.category, x.name, x.action)
     console.print(table)
 
+
+
+@app.command("train")
+@friendly_errors
+def train(
+    train_seeds: int = typer.Option(8, "--train-seeds", min=1, help="simulated fleets to train on"),
+    test_seeds: int = typer.Option(4, "--test-seeds", min=1, help="held-out fleets to evaluate on"),
+    hosts: int = typer.Option(3, "--hosts", min=1),
+    gpus_per_host: int = typer.Option(8, "--gpus-per-host", min=1, max=16),
+    hours: float = typer.Option(36.0, "--hours", min=6.0, help="simulated hours per fleet"),
+    horizon: float = typer.Option(None, "--horizon", help="hours ahead (default HEALTH_RISK_HORIZON_H)"),
+    out: Path = typer.Option(None, "--out", help="model directory (default HEALTH_MODEL_DIR)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train the failure-risk model on simulated fleets with injected faults; writes risk-vN.joblib."""
+    settings = get_settings()
+    spec = FleetSpec(hosts=hosts, gpus_per_host=gpus_per_host, hours=hours)
+    seeds = list(range(1, train_seeds + 1)), list(range(1001, 1001 + test_seeds))
+    with progress_bar("simulating fleets", train_seeds + test_seeds) as advance:
+        _, report = train_and_evaluate(train_seeds=seeds[0], test_seeds=seeds[1],
+                                       horizon_h=horizon or settings.health_risk_horizon_h, spec=spec,
+                                       out_dir=out or settings.health_model_dir, advance=advance)
+    if as_json:
+        print_json(report)
+        return
+    table = Table("held-out seeds", "precision", "recall", "PR-AUC", "positives / rows")
+    for name, s in (("model", report.model), ("rule baseline", report.baseline)):
+        table.add_row(name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.pr_auc:.3f}", f"{s.positives} / {s.rows}")
+    console.print(table)
+    console.print(f"wrote {report.path} (horizon {report.horizon_h:g} h, threshold {report.threshold}, "
+                  f"{report.train_rows} training rows, {report.seconds:g} s)")
+
+
+@app.command("predict")
+@friendly_errors
+def predict(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score every GPU with the newest risk model and store the predictions."""
+    predictions = service.predict_fleet(get_settings())
+    if as_json:
+        print_json(predictions)
+        return
+    table = Table("host", "gpu", "model", "risk", "rules", "top drivers")
+    for p in predictions:
+        drivers = ", ".join(f"{c.feature}={c.value:.3g} (+{c.delta:.0%})" for c in p.top_features)
+        table.add_row(p.host, str(p.gpu_index), p.model or "?", f"{p.probability:.0%}", f"{p.baseline_score:g}",
+                      drivers)
+    console.print(table)
+    console.print(f"{len(predictions)} GPUs scored with {predictions[0].model_version if predictions else '-'}")

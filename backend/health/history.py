@@ -49,9 +49,9 @@ class GpuHistory:
 
 
 def with_baseline(points: list[Point], start: datetime) -> list[Point]:
-    """Points from `start` on, preceded by the last point before it (the baseline a counter grows from)."""
-    before = [p for p in points if p[0] < start]
-    inside = [p for p in points if p[0] >= start]
+    """Points after `start`, preceded by the last point at or before it (the baseline a counter grows from)."""
+    before = [p for p in points if p[0] <= start]
+    inside = [p for p in points if p[0] > start]
     return ([before[-1]] if before else []) + inside
 
 

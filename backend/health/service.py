@@ -24,7 +24,8 @@ from backend.health.alerts import Alert, AlertPolicy, reconcile
 from backend.health.evaluate import HealthPolicy, assess
 from backend.health.findings import STATUSES, GpuHealth
 from backend.health.notify import Webhook, send
-from backend.health.risk.store import RiskPrediction, get_risk
+from backend.health.risk.predict import predict_fleet
+from backend.health.risk.store import RiskPrediction, get_risk, list_risk
 from backend.health.store import finding_from_json, load_fleet, save_health
 from backend.identity.principal import Principal
 
@@ -136,3 +137,14 @@ def list_alerts(conn: psycopg.Connection, **filters: object) -> list[Alert]:
 def acknowledge(conn: psycopg.Connection, principal: Principal, alert_id: int, note: str | None = None) -> Alert:
     """Acknowledge an open alert (operator or admin); audited."""
     return alert_store.acknowledge(conn, principal, alert_id, note)
+
+
+def fleet_risk(conn: psycopg.Connection, *, min_probability: float = 0.0, limit: int = 100) -> list[RiskPrediction]:
+    """The latest failure-risk predictions, riskiest first."""
+    if not 0.0 <= min_probability <= 1.0 or not 1 <= limit <= 1000:
+        raise InvalidInput("min_probability must be 0..1 and limit 1..1000")
+    return list_risk(conn, min_probability=min_probability, limit=limit)
+
+
+__all__ = ["EvaluationSummary", "GpuDetail", "acknowledge", "evaluate_loop", "evaluate_once", "fleet_health",
+           "fleet_risk", "gpu_detail", "list_alerts", "predict_fleet"]

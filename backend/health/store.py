@@ -13,8 +13,10 @@ from psycopg.types.json import Jsonb
 from backend.health.findings import Finding, GpuHealth
 from backend.health.history import GpuHistory, Sample
 
-RULE_COLUMNS: tuple[str, ...] = (
-    "gpu_temp", "memory_temp", "power_usage", "pcie_replay_counter", "xid_errors", "ecc_sbe_vol_total",
+# What the rules and the risk features read.
+COLUMNS: tuple[str, ...] = (
+    "gpu_temp", "memory_temp", "power_usage", "gpu_util", "correctable_remapped_rows", "pcie_replay_counter",
+    "xid_errors", "ecc_sbe_vol_total",
     "ecc_dbe_vol_total", "retired_pages_sbe", "retired_pages_dbe", "retired_pages_pending",
     "uncorrectable_remapped_rows", "row_remap_failure", "clocks_event_reasons", "power_violation",
     "thermal_violation", "nvlink_crc_flit_error_count_total", "nvlink_replay_error_count_total",
@@ -47,14 +49,14 @@ def load_fleet(conn: psycopg.Connection, now: datetime, window: timedelta) -> li
     query = sql.SQL(
         "SELECT gpu_uuid, host, gpu_index, time, {cols} FROM gpu_metrics "
         "WHERE time > %(start)s AND time <= %(now)s ORDER BY gpu_uuid, time"
-    ).format(cols=sql.SQL(", ").join(map(sql.Identifier, RULE_COLUMNS)))
+    ).format(cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         cur.execute(query, {"start": now - window, "now": now})
         for gpu_uuid, host, gpu_index, time, *values in cur:
             history = fleet.get(gpu_uuid)
             if history is None:
                 history = fleet[gpu_uuid] = GpuHistory(gpu_uuid, host, gpu_index, None, [])
-            history.samples.append(Sample(time, dict(zip(RULE_COLUMNS, values, strict=True))))
+            history.samples.append(Sample(time, dict(zip(COLUMNS, values, strict=True))))
     return sorted(fleet.values(), key=lambda h: (h.host, h.gpu_index, h.gpu_uuid))
 
 
