@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -114,3 +118,18 @@ def test_csv_replay_to_kafka(kafka_settings):
     assert result.exit_code == 0, result.output
     messages = [decode(v) for _, v, _ in consume(kafka_settings, kafka_settings.telemetry_topic, 4)]
     assert len(messages) == 4 and {m.source for m in messages} == {"csv"}
+
+
+def test_live_cli_stops_on_sigterm_after_flushing_everything(kafka_settings):
+    cli = Path(sys.executable).parent / "stream-platform"
+    proc = subprocess.Popen([str(cli), "pipeline", "produce", "--source", "simulator", "--hosts", "1",
+                             "--gpus-per-host", "2", "--interval", "1s"], stderr=subprocess.PIPE, text=True)
+    try:
+        produced = consume(kafka_settings, kafka_settings.telemetry_topic, 4, timeout=30)
+        assert len(produced) >= 4  # live: two GPUs, one sample each per second
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    sent = int(re.search(r"sent (\d+) messages", stderr)[1])
+    assert len(consume(kafka_settings, kafka_settings.telemetry_topic, sent)) == sent

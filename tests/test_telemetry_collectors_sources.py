@@ -158,7 +158,8 @@ def test_csv_cli_replays_with_progress_and_summary(tmp_path):
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("time,value\n1,2\n")
     result = CliRunner().invoke(app, ["pipeline", "produce", "--source", "csv", "--file", str(wrong), "--stdout"])
-    assert result.exit_code == 2 and "is not the DCGM CSV header" in result.output
+    assert result.exit_code == 2 and "is not the DCGM CSV header" in " ".join(result.output.split())
+    assert "replaying" not in result.output  # refused before any work starts
 
 
 def test_csv_speed_paces_the_replay_in_scaled_real_time():

@@ -107,11 +107,12 @@ class SimGpu:
     workload: str
     served_model: str | None
     ordinal: int
+    labels: dict[str, str] = field(init=False, compare=False)
 
-    @property
-    def labels(self) -> dict[str, str]:
-        return {"pci_bus_id": f"00000000:{0x18 + 0x10 * self.index:02X}:00.0", "device": f"nvidia{self.index}",
-                "workload": self.workload}
+    def __post_init__(self) -> None:
+        """Labels are built once: every sample of this GPU shares them."""
+        object.__setattr__(self, "labels", {"pci_bus_id": f"00000000:{0x18 + 0x10 * self.index:02X}:00.0",
+                                            "device": f"nvidia{self.index}", "workload": self.workload})
 
 
 @dataclass

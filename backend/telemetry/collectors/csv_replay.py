@@ -88,6 +88,12 @@ class CsvReplay:
             raise InvalidInput(f"--file {path}: no such file")
         self.path = path
         self.stats = ReplayStats()
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            self._check_header(next(csv.reader(f), None))
+
+    def _check_header(self, header: list[str] | None) -> None:
+        if header is None or tuple(h.strip() for h in header) != HEADER:
+            raise InvalidInput(f"{self.path}: line 1 is not the DCGM CSV header {','.join(HEADER)}")
 
     def count_rows(self) -> int:
         """Data lines in the file (for the progress bar); cheap even for large files."""
@@ -99,9 +105,7 @@ class CsvReplay:
         open_groups: OrderedDict[datetime, dict[str, _Group]] = OrderedDict()
         with self.path.open(newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or tuple(h.strip() for h in header) != HEADER:
-                raise InvalidInput(f"{self.path}: line 1 is not the DCGM CSV header {','.join(HEADER)}")
+            self._check_header(next(reader, None))
             for row in reader:
                 self.stats.rows += 1
                 if progress and self.stats.rows % 1000 == 0:
