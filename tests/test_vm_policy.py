@@ -198,3 +198,10 @@ def test_invalid_policy_values_are_refused() -> None:
         Policy(poll_seconds=0)
     with pytest.raises(InvalidInput, match="snooze seconds"):
         snooze(Countdown(), BOOT, 0)
+
+
+def test_a_snooze_before_the_agent_first_runs_is_kept() -> None:
+    now = BOOT + timedelta(hours=1)
+    state = snooze(Countdown(), now, 1800)
+    decision = decide(Policy(idle_seconds=0, warn_seconds=0, min_uptime_seconds=0), state, now, BOOT, IDLE)
+    assert decision.kind == "held" and decision.state.snoozed_until == now + timedelta(seconds=1800)

@@ -40,9 +40,10 @@ AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 def _settings(**overrides: Any) -> Settings:
     """Settings with the CLI's options (those given) laid over them, validated like the environment."""
-    given = {f"autoshutdown_{k}": v for k, v in overrides.items() if v not in (None, [], False)}
-    if overrides.get("no_ssh"):
-        given = {k: v for k, v in given.items() if k != "autoshutdown_no_ssh"} | {"autoshutdown_ssh": False}
+    no_ssh = overrides.pop("no_ssh", False)
+    given = {f"autoshutdown_{k}": v for k, v in overrides.items() if v is not None and v != []}
+    if no_ssh:
+        given["autoshutdown_ssh"] = False
     base = get_settings()
     return Settings.model_validate(base.model_dump() | given)
 

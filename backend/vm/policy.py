@@ -166,9 +166,10 @@ def _cancel_warning(state: Countdown, events: list[str]) -> None:
 def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime, readings: list[Reading]) -> Decision:
     """The decision for this poll and the state to remember; never mutates `state`."""
     s, events, reasons = replace(state), [], []
-    if s.boot_time is None or abs(s.boot_time - boot_time) > _BOOT_JITTER:
-        if s.boot_time is not None:
-            events.append("booted")
+    if s.boot_time is None:
+        s.boot_time = boot_time
+    elif abs(s.boot_time - boot_time) > _BOOT_JITTER:
+        events.append("booted")
         s = Countdown(boot_time=boot_time)
     elif s.last_evaluated_at is not None and not timedelta(0) <= now - s.last_evaluated_at <= policy.tolerance:
         if s.idle_since is not None:

@@ -73,19 +73,25 @@ class NvmlGpus:
         return samples
 
 
-def latest_telemetry(conn: psycopg.Connection, host: str) -> tuple[datetime, list[GpuSample]] | None:
-    """The newest `gpu_metrics` sample of each GPU on `host`, or None when the table or the host has none."""
-    if not conn.execute("SELECT to_regclass('gpu_metrics') IS NOT NULL AS p").fetchone()["p"]:
+def latest_telemetry(
+    conn: psycopg.Connection, host: str, window: timedelta
+) -> tuple[datetime, list[GpuSample]] | None:
+    """When `host`'s GPUs last reported (from the `gpus` registry) and each GPU's newest sample within `window`.
+
+    None when the telemetry tables are absent or the host never reported a GPU.
+    """
+    if not conn.execute("SELECT to_regclass('gpus') IS NOT NULL AS p").fetchone()["p"]:
+        return None
+    gpus = conn.execute("SELECT gpu_uuid, last_seen FROM gpus WHERE host = %s", (host,)).fetchall()
+    if not gpus:
         return None
     rows = conn.execute(
-        """SELECT DISTINCT ON (gpu_index) ts, gpu_index, gpu_util, fb_used FROM gpu_metrics
-           WHERE host = %s AND ts > now() - interval '1 day' ORDER BY gpu_index, ts DESC""",
-        (host,),
+        """SELECT DISTINCT ON (gpu_uuid) gpu_index, gpu_util, fb_used FROM gpu_metrics
+           WHERE gpu_uuid = ANY(%s) AND time > now() - %s ORDER BY gpu_uuid, time DESC""",
+        ([g["gpu_uuid"] for g in gpus], window),
     ).fetchall()
-    if not rows:
-        return None
-    newest = max(r["ts"] for r in rows)
-    return newest, [GpuSample(r["gpu_index"], float(r["gpu_util"] or 0), float(r["fb_used"] or 0)) for r in rows]
+    samples = [GpuSample(r["gpu_index"], float(r["gpu_util"] or 0), float(r["fb_used"] or 0)) for r in rows]
+    return max(g["last_seen"] for g in gpus), sorted(samples, key=lambda g: g.index)
 
 
 class GpuSignal:
@@ -97,27 +103,27 @@ class GpuSignal:
         host: str,
         database_url: str | None = None,
         stale_after: timedelta = timedelta(minutes=5),
-        nvml: NvmlGpus | None = None,
+        use_nvml: bool = True,
     ) -> None:
         self.limits, self.host, self.database_url, self.stale_after = limits, host, database_url, stale_after
-        self.nvml = nvml or NvmlGpus()
+        self.nvml = NvmlGpus() if use_nvml else None
 
     def sample(self) -> Reading:
-        samples = self.nvml.read()
+        samples = self.nvml.read() if self.nvml else None
         if samples is not None:
             return judge(samples, self.limits, "NVML")
         if not self.database_url:
             return Reading(self.name, "n/a", "no NVIDIA driver or GPU on this host")
         try:
             with psycopg.connect(self.database_url, row_factory=psycopg.rows.dict_row, connect_timeout=5) as conn:
-                latest = latest_telemetry(conn, self.host)
+                latest = latest_telemetry(conn, self.host, self.stale_after)
         except psycopg.Error as exc:
             return Reading(self.name, "unknown", f"GPU telemetry could not be read ({type(exc).__name__})")
         if latest is None:
             return Reading(self.name, "n/a", f"no NVIDIA driver here and no GPU telemetry for host {self.host}")
         newest, samples = latest
         age = datetime.now(UTC) - newest
-        if age > self.stale_after:
+        if age > self.stale_after or not samples:
             return Reading(
                 self.name, "unknown", f"GPU telemetry for {self.host} is stale ({age.total_seconds():.0f} s old)",
                 {"source": "telemetry", "newest": newest.isoformat()},

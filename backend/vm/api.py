@@ -1,0 +1,96 @@
+"""REST for VMs, containers and the auto-shutdown agent: status for viewers; start/stop, restart, snooze and skip
+for operators. Authorization and auditing live in `backend.vm.service`; this only maps HTTP onto it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from backend.api.auth import operator, viewer
+from backend.config import Settings
+from backend.identity.principal import Principal
+from backend.vm import service
+from backend.vm.compute import VmInstance
+from backend.vm.containers import ContainerInfo
+from backend.vm.state import Evaluation
+
+router = APIRouter(prefix="/api/v1", tags=["vm"])
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+class SnoozeRequest(BaseModel):
+    minutes: float = Field(gt=0, le=service.MAX_SNOOZE_SECONDS / 60, description="hold the stop this much longer")
+    host: str | None = Field(default=None, description="the agent's host (default: this API's host)")
+
+
+class SkipRequest(BaseModel):
+    host: str | None = None
+
+
+def _status(status: service.AgentStatus) -> dict[str, Any]:
+    return {
+        "host": status.host, "state": status.state.to_json(), "seconds_left": status.seconds_left(),
+        "latest": status.latest, "events": status.events,
+    }
+
+
+@router.get("/autoshutdown/status")
+def autoshutdown_status(
+    request: Request, host: str | None = None, principal: Principal = Depends(viewer)
+) -> dict[str, Any]:
+    """The countdown, the latest evaluation with per-signal reasons, and recent events."""
+    return _status(service.agent_status(principal, host, _settings(request)))
+
+
+@router.get("/autoshutdown/history")
+def autoshutdown_history(
+    request: Request, host: str | None = None, limit: int = Query(100, ge=1, le=1000),
+    principal: Principal = Depends(viewer),
+) -> list[Evaluation]:
+    return service.history(principal, host, limit, _settings(request))
+
+
+@router.post("/autoshutdown/snooze")
+def autoshutdown_snooze(
+    request: Request, body: SnoozeRequest, principal: Principal = Depends(operator)
+) -> dict[str, Any]:
+    service.snooze(principal, body.minutes * 60, body.host, _settings(request))
+    return _status(service.agent_status(principal, body.host, _settings(request)))
+
+
+@router.post("/autoshutdown/skip")
+def autoshutdown_skip(request: Request, body: SkipRequest, principal: Principal = Depends(operator)) -> dict[str, Any]:
+    service.skip(principal, body.host, _settings(request))
+    return _status(service.agent_status(principal, body.host, _settings(request)))
+
+
+@router.get("/vms")
+def vms(request: Request, principal: Principal = Depends(viewer)) -> list[VmInstance]:
+    return service.list_vms(principal, _settings(request))
+
+
+@router.post("/vms/{name}/start")
+def vm_start(request: Request, name: str, zone: str | None = None,
+             principal: Principal = Depends(operator)) -> dict[str, str]:
+    return {"name": name, "zone": service.start_vm(principal, name, zone, _settings(request)), "status": "started"}
+
+
+@router.post("/vms/{name}/stop")
+def vm_stop(request: Request, name: str, zone: str | None = None,
+            principal: Principal = Depends(operator)) -> dict[str, str]:
+    return {"name": name, "zone": service.stop_vm(principal, name, zone, _settings(request)), "status": "stopped"}
+
+
+@router.get("/containers")
+def containers(request: Request, principal: Principal = Depends(viewer)) -> list[ContainerInfo]:
+    return service.list_containers(principal, _settings(request))
+
+
+@router.post("/containers/{name}/restart")
+def container_restart(request: Request, name: str, principal: Principal = Depends(operator)) -> ContainerInfo:
+    return service.restart_container(principal, name, _settings(request))

@@ -1,0 +1,93 @@
+"""`stream-platform autoshutdown` end to end through the CLI: evaluate, status, snooze, skip, history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from backend import audit
+from backend.cli import app
+from backend.config import Settings, get_settings
+
+FAST = ["--idle-seconds", "0", "--warn-seconds", "0", "--min-uptime-seconds", "0", "--no-ssh", "--host", "cli-host"]
+
+
+@pytest.fixture
+def quiet_host(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """CPU and network thresholds out of reach: other work on this shared machine must not make the test flaky."""
+    monkeypatch.setenv("AUTOSHUTDOWN_CPU_BUSY_PERCENT", "101")
+    monkeypatch.setenv("AUTOSHUTDOWN_NETWORK_KIB_PER_S", "1e12")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def invoke(*args: str) -> dict:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_evaluate_stop_in_dry_run_then_status(quiet_host: Settings, db: psycopg.Connection) -> None:
+    out = invoke("autoshutdown", "evaluate", "--json", *FAST)
+    assert out["host"] == "cli-host" and out["decision"] == "stop", out["reasons"]
+    assert {s["signal"]: s["state"] for s in out["signals"]} == {
+        "rtmp": "n/a", "gpu": "n/a", "cpu": "idle", "network": "idle"}
+    assert out["events"] == ["warning_issued"]
+    assert out["stop"]["kind"] == "would_stop" and out["stop"]["detail"]["action"] == "dry-run"
+
+    status = invoke("autoshutdown", "status", "--json", "--host", "cli-host")
+    assert status["latest"]["decision"] == "stop"
+    assert [e["kind"] for e in status["events"]] == ["would_stop", "warning_issued"]
+    assert status["state"]["last_stop_at"] is not None and status["seconds_left"] is None
+    history = invoke("autoshutdown", "history", "--json", "--host", "cli-host")
+    assert [h["decision"] for h in history] == ["stop"]
+
+
+def test_unknown_probe_blocks_and_says_why(quiet_host: Settings) -> None:
+    probe = f"{sys.executable} -c 'raise SystemExit(3)'"
+    out = invoke("autoshutdown", "evaluate", "--json", *FAST, "--probe", probe)
+    assert out["decision"] == "active" and out["stop"] is None
+    assert out["reasons"] == ["probe1 unknown: probe exited 3"]
+
+
+def test_snooze_and_skip_are_audited_and_hold_the_stop(quiet_host: Settings, db: psycopg.Connection) -> None:
+    runner = CliRunner()
+    snoozed = runner.invoke(app, ["autoshutdown", "snooze", "30", "--host", "cli-host"])
+    assert snoozed.exit_code == 0 and "snoozed: no stop before" in snoozed.output
+    held = invoke("autoshutdown", "evaluate", "--json", *FAST)
+    assert held["decision"] == "held" and any(r.startswith("snoozed until") for r in held["reasons"])
+    skipped = runner.invoke(app, ["autoshutdown", "skip", "--host", "cli-host"])
+    assert skipped.exit_code == 0, skipped.output
+    rows = [(e.actor, e.action, e.target, e.outcome) for e in reversed(audit.entries(db, area="vm"))]
+    assert rows == [
+        ("system", "autoshutdown.snoozed", "cli-host", "ok"), ("system", "autoshutdown.skipped", "cli-host", "ok")
+    ]
+    bad = runner.invoke(app, ["autoshutdown", "snooze", "0", "--host", "cli-host"])
+    assert bad.exit_code == 2 and "snooze seconds must be between" in bad.output
+
+
+def test_without_a_database_the_state_file_keeps_the_countdown(
+    quiet_host: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL")
+    get_settings.cache_clear()
+    state = str(tmp_path / "agent.json")
+    slow = ["--idle-seconds", "600", "--warn-seconds", "60", "--min-uptime-seconds", "0", "--no-ssh", "--host", "h"]
+    first = invoke("autoshutdown", "evaluate", "--json", *slow, "--state-file", state)
+    second = invoke("autoshutdown", "evaluate", "--json", *slow, "--state-file", state)
+    assert first["decision"] == second["decision"] == "idle"
+    assert second["idle_since"] == first["idle_since"]
+    status = invoke("autoshutdown", "status", "--json", "--host", "h", "--state-file", state)
+    assert status["state"]["idle_since"] == first["idle_since"] and status["latest"]["at"] == second["at"]
+
+
+def test_bad_options_are_one_line_errors(quiet_host: Settings) -> None:
+    result = CliRunner().invoke(app, ["autoshutdown", "evaluate", "--never-stop", "Funday 09:00-10:00"])
+    assert result.exit_code == 2 and "unknown day" in result.output and "Traceback" not in result.output
