@@ -283,7 +283,8 @@ def test_audit_rows_name_actor_action_secret_version_outcome(svc: SecretsService
         ("alice", "disable", "tracked", "ok", 2),
         ("alice", "reveal", "tracked", "error", 2),
     ]
-    entries = svc.audit_entries(ADMIN, name="tracked")
+    target = "tracked"
+    entries = svc.audit_entries(ADMIN, secret=target)
     assert [e.action for e in entries][:2] == ["reveal", "disable"] and entries[0].outcome == "error"
 
 

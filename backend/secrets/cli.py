@@ -282,7 +282,7 @@ def audit_cmd(
     as_json: bool = JSON,
 ) -> None:
     """Who did what to which secret, newest first (never values)."""
-    entries = _service().audit_entries(acting_principal(), name=name, limit=limit)
+    entries = _service().audit_entries(acting_principal(), secret=name, limit=limit)
     if as_json:
         print_json(entries)
         return

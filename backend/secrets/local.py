@@ -8,6 +8,7 @@ tampered file fails to open instead of silently changing a version's state.
 from __future__ import annotations
 
 import base64
+import copy
 import fcntl
 import json
 import logging
@@ -116,6 +117,7 @@ class LocalSecretsBackend(SecretsBackend):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read(self) -> Document:
+        """The current document, decrypted only when the file changed; callers must not modify it."""
         cipher = self._cipher()
         try:
             stat = os.stat(self.path)
@@ -131,16 +133,11 @@ class LocalSecretsBackend(SecretsBackend):
                     "(SECRETS_LOCAL_KEY or the .key file next to it): wrong key, or the file was altered"
                 ) from None
             self._snapshot = _Snapshot(key, doc)
-        return self._drop_expired(json.loads(json.dumps(self._snapshot.doc)))
+        return self._snapshot.doc
 
     @staticmethod
-    def _drop_expired(doc: Document) -> Document:
-        now = _now()
-        doc["secrets"] = {
-            name: entry for name, entry in doc["secrets"].items()
-            if not entry.get("expire_time") or _time(entry["expire_time"]) > now
-        }
-        return doc
+    def _expired(entry: dict[str, Any]) -> bool:
+        return bool(entry.get("expire_time")) and _time(entry["expire_time"]) <= _now()  # type: ignore[operator]
 
     def _write(self, doc: Document) -> None:
         token = self._cipher().encrypt(json.dumps(doc, separators=(",", ":")).encode())
@@ -154,24 +151,27 @@ class LocalSecretsBackend(SecretsBackend):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        stat = os.stat(self.path)
+        self._snapshot = _Snapshot((stat.st_ino, stat.st_mtime_ns, stat.st_size), doc)
 
     @contextmanager
     def _mutate(self) -> Iterator[Document]:
-        """Read-modify-write under the lock; nothing is written if the block raises."""
+        """Read-modify-write of a private copy under the lock (expired secrets purged); nothing is written if
+        the block raises."""
         self._cipher()  # may create the key file, which takes the lock itself
         with self._locked():
-            doc = self._read()
+            doc = copy.deepcopy(self._read())
+            doc["secrets"] = {n: e for n, e in doc["secrets"].items() if not self._expired(e)}
             yield doc
             self._write(doc)
 
     # -- conversions --------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _entry(doc: Document, name: str) -> dict[str, Any]:
-        try:
-            return doc["secrets"][name]
-        except KeyError:
-            raise NotFound(f"secret {name!r} not found") from None
+    def _entry(self, doc: Document, name: str) -> dict[str, Any]:
+        entry = doc["secrets"].get(name)
+        if entry is None or self._expired(entry):
+            raise NotFound(f"secret {name!r} not found")
+        return entry
 
     @staticmethod
     def _meta(name: str, entry: dict[str, Any]) -> SecretMeta:
@@ -221,7 +221,7 @@ class LocalSecretsBackend(SecretsBackend):
         doc = self._read()
         names = sorted(
             name for name, entry in doc["secrets"].items()
-            if name > after and all(entry["labels"].get(k) == v for k, v in wanted.items())
+            if name > after and not self._expired(entry) and all(entry["labels"].get(k) == v for k, v in wanted.items())
         )
         page = names[:page_size]
         token = base64.urlsafe_b64encode(page[-1].encode()).decode() if len(names) > page_size else None

@@ -223,10 +223,11 @@ class SecretsService:
             if not (token := page.next_page_token):
                 return
 
-    def audit_entries(self, actor: Principal, *, name: str | None = None, limit: int = 200) -> list[audit.AuditEntry]:
-        """The audit trail of the secrets area (of one secret when `name` is given), newest first; admin only."""
-        with self._operation(actor, "audit", name), connect(self.settings) as conn:
-            return audit.entries(conn, area=AREA, target=name, limit=limit)
+    def audit_entries(self, actor: Principal, *, secret: str | None = None,
+                      limit: int = 200) -> list[audit.AuditEntry]:
+        """The audit trail of the secrets area (of one secret when given), newest first; admin only."""
+        with self._operation(actor, "audit", secret), connect(self.settings) as conn:
+            return audit.entries(conn, area=AREA, target=secret, limit=limit)
 
 
 def get_service(settings: Settings | None = None) -> SecretsService:
