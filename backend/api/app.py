@@ -23,6 +23,7 @@ ROUTERS: tuple[str, ...] = (
     "backend.api.routes_costs",
     "backend.streams.api",
     "backend.health.api",
+    "backend.vm.api",
 )
 
 
