@@ -11,6 +11,7 @@ import pytest
 
 from backend.errors import InvalidInput
 from backend.telemetry.collectors.tokens import PEAK_TOKENS_PER_S, TokenMeter, with_token_usage
+from backend.telemetry.durations import parse_duration
 from backend.telemetry.faults import FaultSpec
 from backend.telemetry.fields import BY_COLUMN
 from backend.telemetry.messages import GpuSample, TokenUsage, encode
@@ -193,6 +194,18 @@ def test_unplaced_faults_get_seeded_targets_and_onsets():
     events = fleets[0].schedule.events
     assert len({e.gpu_uuid for e in events}) == 2
     assert all(timedelta(hours=1) <= e.onset - START < timedelta(hours=12) for e in events)
+
+
+def test_durations_and_fault_spec_syntax():
+    assert parse_duration("1h30m") == timedelta(minutes=90) and parse_duration("2.5") == timedelta(seconds=2.5)
+    assert parse_duration("1d") == timedelta(days=1) and parse_duration("250ms") == timedelta(milliseconds=250)
+    for bad in ("", "0", "-5", "1x", "h1", "1h 30m"):
+        with pytest.raises(InvalidInput):
+            parse_duration(bad, what="--interval")
+    assert FaultSpec.parse("thermal@0m") == FaultSpec("thermal", None, timedelta(0))
+    assert FaultSpec.parse("xid79:gpu-node-01/3@1h30m") == FaultSpec("xid79", "gpu-node-01/3", timedelta(minutes=90))
+    [event] = Fleet(2, 4, faults=[FaultSpec.parse("power_brake:5@0m")], start=START).schedule.events
+    assert (event.host, event.gpu_index, event.onset) == ("gpu-node-01", 1, START)  # fleet ordinal 5
 
 
 @pytest.mark.parametrize(("spec", "message"), [

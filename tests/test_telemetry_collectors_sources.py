@@ -213,3 +213,19 @@ def test_every_simulated_message_validates_against_the_schemas():
     assert isinstance(samples[0], GpuSample) and usage
     for message in [*samples, *usage]:
         assert_valid(message)
+
+
+def test_tokens_source_and_fault_schedule_through_the_cli(tmp_path):
+    schedule = tmp_path / "faults.json"
+    result = CliRunner().invoke(app, ["pipeline", "produce", "--source", "tokens", "--hosts", "2", "--seed", "3",
+                                      "--count", "13", "--interval", "10s", "--token-interval", "30s",
+                                      "--fault", "ecc:gpu-node-01/4@1h", "--schedule-out", str(schedule), "--stdout"])
+    assert result.exit_code == 0, result.output
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    serving = {g.uuid for g in Fleet(hosts=2, gpus_per_host=8, seed=3).gpus if g.served_model}
+    assert documents and {d["schema"] for d in documents} == {"token.usage.v1"}
+    assert {d["gpu_uuid"] for d in documents} == serving
+    [event] = json.loads(schedule.read_text())
+    assert (event["kind"], event["host"], event["gpu_index"], event["severity"]) == ("ecc", "gpu-node-01", 4,
+                                                                                     "critical")
+    assert "fault ecc on gpu-node-01/4" in " ".join(result.output.split())

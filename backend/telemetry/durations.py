@@ -11,8 +11,8 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str, *, what: str = "duration") -> timedelta:
-    """`1h30m` → 90 minutes. A bare number is seconds. Zero and negative durations are refused."""
+def parse_duration(text: str, *, what: str = "duration", allow_zero: bool = False) -> timedelta:
+    """`1h30m` → 90 minutes. A bare number is seconds. Negative durations are refused, zero unless allowed."""
     value = text.strip().lower()
     try:
         seconds = float(value)
@@ -21,17 +21,7 @@ def parse_duration(text: str, *, what: str = "duration") -> timedelta:
         if not parts or "".join(n + u for n, u in parts) != value:
             raise InvalidInput(f"{what} {text!r} is not a duration like 30s, 90m, 24h or 1h30m") from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise InvalidInput(f"{what} must be positive, got {text!r}")
     return timedelta(seconds=seconds)
 
-
-def format_duration(delta: timedelta) -> str:
-    """The inverse for messages: 5400 s → `1h30m`."""
-    seconds = int(delta.total_seconds())
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            out += f"{seconds // size}{unit}"
-            seconds %= size
-    return out or "0s"

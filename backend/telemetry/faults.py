@@ -61,7 +61,7 @@ class FaultSpec:
         match = _SPEC.match(text.strip())
         if not match or match["kind"] not in KINDS:
             raise InvalidInput(f"fault {text!r} is not KIND[:HOST/INDEX][@OFFSET] with KIND one of {', '.join(KINDS)}")
-        onset = parse_duration(match["onset"], what="fault onset") if match["onset"] else None
+        onset = parse_duration(match["onset"], what="fault onset", allow_zero=True) if match["onset"] else None
         return cls(match["kind"], match["target"], onset)  # type: ignore[arg-type]
 
 
