@@ -7,7 +7,7 @@ A key comes from the `key` field (`rtmp://host/live/cam1?key=K`) or, OBS style, 
 map it back the same way: every callback re-derives the key from what nginx sends, with no session state.
 
 The publish path is built for speed: the pepper is cached, one query reads the key and the address's failure
-state, and one pipelined round trip writes the attempt, the registry and the failure counter.
+state, and one statement (one commit) writes the attempt with the registry or the failure counter.
 """
 
 from __future__ import annotations
@@ -143,24 +143,36 @@ _RECORD_ATTEMPT = """
 INSERT INTO stream_auth_attempts (call, addr, app, stream, key_id, outcome, reason)
 VALUES (%(call)s, %(addr)s, %(app)s, %(stream)s, %(key_id)s, %(outcome)s, %(reason)s)
 """
-_REGISTER_LIVE = """
-INSERT INTO live_streams AS l (app, stream, key_id, addr, client_id)
+# Allowed: record the attempt, mark the key used, forget the address's failures, (re)register the stream.
+_ALLOWED = """
+WITH attempt AS (
+    INSERT INTO stream_auth_attempts (call, addr, app, stream, key_id, outcome, reason)
+    VALUES (%(call)s, %(addr)s, %(app)s, %(stream)s, %(key_id)s, %(outcome)s, %(reason)s)
+), used AS (
+    UPDATE stream_keys SET last_used_at = now() WHERE id = %(key_id)s
+), forgiven AS (
+    DELETE FROM stream_auth_failures WHERE addr = %(addr)s::inet
+)
+INSERT INTO live_streams (app, stream, key_id, addr, client_id)
 VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s)
 ON CONFLICT (app, stream) DO UPDATE SET key_id = EXCLUDED.key_id, addr = EXCLUDED.addr,
     client_id = EXCLUDED.client_id, started_at = now(), last_update_at = now(), stats = '{}'::jsonb, stats_at = NULL
 """
-_TOUCH_LIVE = """
-INSERT INTO live_streams AS l (app, stream, key_id, addr, client_id)
-VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s)
-ON CONFLICT (app, stream) DO UPDATE SET last_update_at = now()
-"""
-_MARK_USED = "UPDATE stream_keys SET last_used_at = now() WHERE id = %(key_id)s"
-_FORGET_FAILURES = "DELETE FROM stream_auth_failures WHERE addr = %(addr)s::inet"
-_SAVE_FAILURES = """
+# Refused in a way that counts towards a lockout: record the attempt and the address's new failure state.
+_REFUSED = """
+WITH attempt AS (
+    INSERT INTO stream_auth_attempts (call, addr, app, stream, key_id, outcome, reason)
+    VALUES (%(call)s, %(addr)s, %(app)s, %(stream)s, %(key_id)s, %(outcome)s, %(reason)s)
+)
 INSERT INTO stream_auth_failures (addr, failures, first_failed_at, last_failed_at, locked_until)
 VALUES (%(addr)s::inet, %(failures)s, %(first_failed_at)s, %(last_failed_at)s, %(locked_until)s)
 ON CONFLICT (addr) DO UPDATE SET failures = EXCLUDED.failures, first_failed_at = EXCLUDED.first_failed_at,
     last_failed_at = EXCLUDED.last_failed_at, locked_until = EXCLUDED.locked_until
+"""
+_TOUCH_LIVE = """
+INSERT INTO live_streams (app, stream, key_id, addr, client_id)
+VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s)
+ON CONFLICT (app, stream) DO UPDATE SET last_update_at = now()
 """
 _PUBLISH_DONE = """
 WITH k AS (SELECT id, stream FROM stream_keys WHERE key_hash = %(hash)s),
@@ -229,16 +241,13 @@ class CallbackGate:
                 else:
                     decision = check_key(req, _key_record(row), presented, now)
             params = self._attempt(req, decision)
-            async with conn.pipeline():
+            if decision.allowed:
+                await conn.execute(_ALLOWED, params)
+            elif decision.counts_as_failure and _valid_address(req.addr):
+                state = after_failure(failures, req.addr, now, self.policy)
+                await conn.execute(_REFUSED, {**params, **vars(state)})
+            else:
                 await conn.execute(_RECORD_ATTEMPT, params)
-                if decision.allowed:
-                    await conn.execute(_MARK_USED, params)
-                    await conn.execute(_REGISTER_LIVE, params)
-                    if failures is not None:
-                        await conn.execute(_FORGET_FAILURES, params)
-                elif decision.counts_as_failure and _valid_address(req.addr):
-                    state = after_failure(failures, req.addr, now, self.policy)
-                    await conn.execute(_SAVE_FAILURES, vars(state))
         return decision
 
     async def update(self, req: CallbackRequest) -> Decision:
