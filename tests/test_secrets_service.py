@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from backend.config import Settings, get_settings
-from backend.errors import Conflict, InvalidInput, NotFound
+from backend.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.identity.principal import PermissionDenied, Principal, Role
 from backend.secrets.models import Replication, SecretSpec, VersionState
 from backend.secrets.service import SecretsService
@@ -340,3 +340,16 @@ def test_values_never_leak(harness: Harness, db: psycopg.Connection, caplog: pyt
         assert VALUE not in text, f"the value leaked into {where}"
     if harness.fake is None:
         assert VALUE.encode() not in svc.settings.secrets_local_path.read_bytes()
+
+
+def test_unreachable_secret_manager_is_unavailable_and_audited(settings: Settings, db: psycopg.Connection) -> None:
+    from backend.secrets.gcp import GcpSecretsBackend, make_client
+
+    fake = FakeSecretManager(project="gone").start()
+    fake.stop()
+    svc = SecretsService(settings, GcpSecretsBackend("gone", make_client(fake.endpoint), timeout=1))
+    with pytest.raises(Unavailable, match="Secret Manager is unavailable"):
+        svc.reveal(ADMIN, "anything")
+    with pytest.raises(Unavailable):
+        svc.create(ADMIN, "anything", value="x")
+    assert [(r["action"], r["outcome"]) for r in _audit(db)] == [("reveal", "error"), ("create", "error")]

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import secretmanager_v1 as sm
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
     SecretManagerServiceGrpcTransport,
@@ -38,7 +39,8 @@ from backend.secrets.models import (
 )
 
 log = logging.getLogger(__name__)
-TIMEOUT_S = 15.0
+TIMEOUT_S = 10.0
+"""Overall time for one operation, retries included: a console user waits no longer than this."""
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -91,9 +93,17 @@ def _time(message: Any, field: str) -> datetime | None:
 class GcpSecretsBackend(SecretsBackend):
     kind = "gcp"
 
-    def __init__(self, project: str, client: sm.SecretManagerServiceClient) -> None:
+    def __init__(self, project: str, client: sm.SecretManagerServiceClient, timeout: float = TIMEOUT_S) -> None:
         self.project = project
         self.client = client
+        # Reads retry transient errors with backoff within `timeout` (the client's defaults allow 60 s); writes
+        # are tried once, so an answer lost in transit never creates a second version.
+        self._read = {
+            "timeout": timeout,
+            "retry": Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.ResourceExhausted),
+                           initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout),
+        }
+        self._write = {"timeout": timeout, "retry": None}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcpSecretsBackend:
@@ -172,17 +182,17 @@ class GcpSecretsBackend(SecretsBackend):
             "filter": " AND ".join(f"labels.{k}={v}" for k, v in sorted((labels or {}).items())),
         }
         with _mapped(f"secrets of project {self.project!r}"):
-            response = next(iter(self.client.list_secrets(request=request, timeout=TIMEOUT_S).pages))
+            response = next(iter(self.client.list_secrets(request=request, **self._read).pages))
         return SecretPage([self._meta(s) for s in response.secrets], response.next_page_token or None)
 
     def create_secret(self, name: str, spec: SecretSpec) -> SecretMeta:
         request = {"parent": f"projects/{self.project}", "secret_id": name, "secret": self._secret_body(spec)}
         with _mapped(self._what(name)):
-            return self._meta(self.client.create_secret(request=request, timeout=TIMEOUT_S))
+            return self._meta(self.client.create_secret(request=request, **self._write))
 
     def get_secret(self, name: str) -> SecretMeta:
         with _mapped(self._what(name)):
-            return self._meta(self.client.get_secret(name=self._path(name), timeout=TIMEOUT_S))
+            return self._meta(self.client.get_secret(name=self._path(name), **self._read))
 
     def update_labels(self, name: str, labels: dict[str, str], etag: str) -> SecretMeta:
         request = {
@@ -190,32 +200,31 @@ class GcpSecretsBackend(SecretsBackend):
             "update_mask": {"paths": ["labels"]},
         }
         with _mapped(self._what(name), stale_etag=True):
-            return self._meta(self.client.update_secret(request=request, timeout=TIMEOUT_S))
+            return self._meta(self.client.update_secret(request=request, **self._write))
 
     def delete_secret(self, name: str, etag: str | None = None) -> None:
         with _mapped(self._what(name), stale_etag=etag is not None):
-            self.client.delete_secret(request={"name": self._path(name), "etag": etag or ""}, timeout=TIMEOUT_S)
+            self.client.delete_secret(request={"name": self._path(name), "etag": etag or ""}, **self._write)
 
     def add_version(self, name: str, data: SecretBytes) -> SecretVersion:
         request = {"parent": self._path(name), "payload": {"data": data.get_secret_value()}}
         with _mapped(self._what(name)):
-            return self._version(self.client.add_secret_version(request=request, timeout=TIMEOUT_S))
+            return self._version(self.client.add_secret_version(request=request, **self._write))
 
     def list_versions(self, name: str) -> list[SecretVersion]:
         with _mapped(self._what(name)):
             found = [self._version(v) for v in
-                     self.client.list_secret_versions(request={"parent": self._path(name)}, timeout=TIMEOUT_S)]
+                     self.client.list_secret_versions(request={"parent": self._path(name)}, **self._read)]
         return sorted(found, key=lambda v: v.version, reverse=True)
 
     def get_version(self, name: str, version: VersionRef) -> SecretVersion:
         with _mapped(self._what(name, version)):
             return self._version(
-                self.client.get_secret_version(name=self._version_path(name, version), timeout=TIMEOUT_S))
+                self.client.get_secret_version(name=self._version_path(name, version), **self._read))
 
     def access_version(self, name: str, version: VersionRef) -> tuple[int, SecretBytes]:
         with _mapped(self._what(name, version)):
-            response = self.client.access_secret_version(name=self._version_path(name, version),
-                                                         timeout=TIMEOUT_S)
+            response = self.client.access_secret_version(name=self._version_path(name, version), **self._read)
         return _version_number(response.name), SecretBytes(response.payload.data)
 
     def set_version_state(self, name: str, version: int, action: VersionAction) -> SecretVersion:
@@ -225,4 +234,4 @@ class GcpSecretsBackend(SecretsBackend):
             "destroy": self.client.destroy_secret_version,
         }[action]
         with _mapped(self._what(name, version)):
-            return self._version(call(request={"name": self._version_path(name, version)}, timeout=TIMEOUT_S))
+            return self._version(call(request={"name": self._version_path(name, version)}, **self._write))
