@@ -28,8 +28,12 @@ class HealthPolicy:
 
     @property
     def load_window(self) -> timedelta:
-        """How far back to load: the longest rule window plus room for the baseline sample before it."""
-        return timedelta(seconds=max(self.window_s, self.xid_window_s) + self.stale_after_s)
+        """How far back the rules need every column: their window plus room for the baseline sample before it."""
+        return timedelta(seconds=self.window_s + self.stale_after_s)
+
+    @property
+    def xid_load_window(self) -> timedelta:
+        return timedelta(seconds=self.xid_window_s + self.stale_after_s)
 
     def context(self, model: str | None, now: datetime) -> RuleContext:
         return RuleContext(now=now, limits=limits_for(model, self.limits or catalog()), window_s=self.window_s,

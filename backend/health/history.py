@@ -45,7 +45,9 @@ class GpuHistory:
 
     @property
     def last_sample_at(self) -> datetime | None:
-        return self.samples[-1].time if self.samples else self.last_seen
+        """The newest sample loaded, or the inventory's `last_seen` when that is newer (or nothing was loaded)."""
+        times = [t for t in (self.samples[-1].time if self.samples else None, self.last_seen) if t is not None]
+        return max(times, default=None)
 
 
 def with_baseline(points: list[Point], start: datetime) -> list[Point]:

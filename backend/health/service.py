@@ -64,7 +64,7 @@ def evaluate_once(settings: Settings | None = None, *, now: datetime | None = No
     started = time.perf_counter()
     policy = HealthPolicy.from_settings(settings)
     with connect(settings, autocommit=True) as conn:
-        fleet = load_fleet(conn, now, policy.load_window)
+        fleet = load_fleet(conn, now, policy.load_window, policy.xid_load_window)
         results = [assess(history, now, policy) for history in fleet]
         with conn.transaction():
             save_health(conn, results)

@@ -25,11 +25,14 @@ COLUMNS: tuple[str, ...] = (
 WEEK = timedelta(days=7)
 
 
-def load_fleet(conn: psycopg.Connection, now: datetime, window: timedelta) -> list[GpuHistory]:
-    """Every known GPU with its samples in (now - window, now], oldest first.
+def load_fleet(conn: psycopg.Connection, now: datetime, window: timedelta,
+               xid_window: timedelta | None = None) -> list[GpuHistory]:
+    """Every known GPU with its samples in (now - window, now], oldest first, in one query for the whole fleet.
 
-    GPUs in the inventory without samples in the window come back with none (they are stale); GPUs with samples
-    but not (yet) in the inventory are included too.
+    With a longer `xid_window`, the older part of it is thinned in SQL to the rows where `xid_errors` changes
+    (plus each GPU's first row as the baseline): the XID events are exactly the same, at a fraction of the rows.
+    GPUs in the inventory without samples come back with none (they are stale); GPUs with samples but not (yet)
+    in the inventory are included too.
     """
     inventory = conn.execute(
         """SELECT g.gpu_uuid, g.host, g.gpu_index, g.model, g.last_seen, w.retired_pages_dbe AS week_dbe
@@ -46,18 +49,32 @@ def load_fleet(conn: psycopg.Connection, now: datetime, window: timedelta) -> li
                                   {"retired_pages_dbe": r["week_dbe"]}, r["last_seen"])
         for r in inventory
     }
-    query = sql.SQL(
-        "SELECT gpu_uuid, host, gpu_index, time, {cols} FROM gpu_metrics "
-        "WHERE time > %(start)s AND time <= %(now)s ORDER BY gpu_uuid, time"
-    ).format(cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
+    params = {"start": now - window, "now": now, "xid_start": now - max(window, xid_window or window)}
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        cur.execute(query, {"start": now - window, "now": now})
+        cur.execute(_SAMPLES, params)
         for gpu_uuid, host, gpu_index, time, *values in cur:
             history = fleet.get(gpu_uuid)
             if history is None:
                 history = fleet[gpu_uuid] = GpuHistory(gpu_uuid, host, gpu_index, None, [])
             history.samples.append(Sample(time, dict(zip(COLUMNS, values, strict=True))))
     return sorted(fleet.values(), key=lambda h: (h.host, h.gpu_index, h.gpu_uuid))
+
+
+_SAMPLES = sql.SQL(
+    """SELECT gpu_uuid, host, gpu_index, time, {cols} FROM gpu_metrics WHERE time > %(start)s AND time <= %(now)s
+       UNION ALL
+       SELECT gpu_uuid, host, gpu_index, time, {xid_only} FROM (
+           SELECT gpu_uuid, host, gpu_index, time, xid_errors,
+                  lag(xid_errors) OVER w AS previous, row_number() OVER w AS n
+           FROM gpu_metrics
+           WHERE time > %(xid_start)s AND time <= %(start)s AND xid_errors IS NOT NULL
+           WINDOW w AS (PARTITION BY gpu_uuid ORDER BY time)) changes
+       WHERE n = 1 OR xid_errors IS DISTINCT FROM previous
+       ORDER BY gpu_uuid, time"""
+).format(
+    cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+    xid_only=sql.SQL(", ").join(sql.Identifier(c) if c == "xid_errors" else sql.SQL("NULL") for c in COLUMNS),
+)
 
 
 def finding_json(finding: Finding) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 
 from backend.errors import InvalidInput, NotFound
 from backend.health import service
+from backend.health.evaluate import HealthPolicy, assess
 from backend.health.store import load_fleet
 
 from .crafted import A100, NOW, rows, store
@@ -30,6 +31,19 @@ def test_loader_reads_the_whole_fleet_in_one_pass(fleet):
     assert histories["GPU-dbe"].latest("ecc_dbe_vol_total") == (NOW, 2.0)
     # only the window is loaded
     assert len(load_fleet(fleet, NOW, timedelta(minutes=1))[0].samples) <= 7
+
+
+def test_loader_thins_the_xid_window_to_changes(db):
+    xid = [0] * 100 + [79] * 100 + [0] * 50 + [31] * 110  # 360 samples: one hour at 10 s
+    store(db, "GPU-x", rows(360, xid_errors=xid))
+    [thin] = load_fleet(db, NOW, timedelta(minutes=10), timedelta(hours=1, minutes=2))
+    [full] = load_fleet(db, NOW, timedelta(hours=1, minutes=2))
+    assert len(full.samples) == 360
+    assert len(thin.samples) == 60 + 4  # the last ten minutes in full; before that the first row and three changes
+    assert [v for _, v in thin.series("xid_errors")][:4] == [0, 79, 0, 31]
+    assert thin.series("gpu_temp")[0][0] == NOW - timedelta(minutes=10) + timedelta(seconds=10)
+    policy = HealthPolicy(window_s=600, xid_window_s=3600)
+    assert assess(thin, NOW, policy).findings == assess(full, NOW, policy).findings
 
 
 def test_evaluate_once_stores_status_and_findings(settings, fleet):
