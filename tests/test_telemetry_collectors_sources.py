@@ -229,3 +229,14 @@ def test_tokens_source_and_fault_schedule_through_the_cli(tmp_path):
     assert (event["kind"], event["host"], event["gpu_index"], event["severity"]) == ("ecc", "gpu-node-01", 4,
                                                                                      "critical")
     assert "fault ecc on gpu-node-01/4" in " ".join(result.output.split())
+
+
+def test_stdout_reader_going_away_stops_quietly():
+    cli = Path(sys.executable).parent / "stream-platform"
+    proc = subprocess.Popen([str(cli), "pipeline", "produce", "--source", "simulator", "--hosts", "50",
+                             "--count", "100", "--stdout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["schema"] == "gpu.metrics.v1"
+    proc.stdout.close()  # like `| head -1`
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, stderr
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr

@@ -8,6 +8,7 @@ and the console use.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -114,21 +115,33 @@ class KafkaOutput:
         return self.report
 
 
+class OutputClosed(Exception):
+    """The reader went away (`… --stdout | head`): stop producing, quietly."""
+
+
 class StdoutOutput:
     """JSON lines on stdout instead of Kafka (`--stdout`), for debugging and piping."""
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream or sys.stdout.buffer
+        self._broken = False
         self.report = ProduceReport()
         self._started = time.perf_counter()
 
     def send(self, message: Message) -> None:
-        self._stream.write(encode(message) + b"\n")
+        try:
+            self._stream.write(encode(message) + b"\n")
+        except BrokenPipeError:
+            self._broken = True
+            raise OutputClosed from None
         self.report.sent += 1
         self.report.by_topic["stdout"] += 1
 
     def close(self) -> ProduceReport:
-        self._stream.flush()
+        if self._broken:  # nothing more can be written; keep the interpreter's final flush from failing too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        else:
+            self._stream.flush()
         self.report.seconds = time.perf_counter() - self._started
         return self.report
 
@@ -143,6 +156,8 @@ def pump(messages: Iterable[Message], output: Output, *, stop: threading.Event |
                 on_sample()
             if stop is not None and stop.is_set():
                 break
+    except OutputClosed:
+        log.info("output closed by the reader; stopping")
     finally:
         report = output.close()
     return report
