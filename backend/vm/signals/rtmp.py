@@ -1,28 +1,37 @@
-"""Live RTMP publishers on this host, read from nginx-rtmp's `/stat` through the streams area's adapter.
+"""Live RTMP publishers on this host, read from nginx-rtmp's `/stat` (parsed by the streams area's adapter).
 
 The presence of a publishing stream is the signal: `bw_*` counters read 0 for the first ~10 s of a stream, so
 bandwidth would report a fresh stream as idle. The callback-fed registry is not host-scoped, so the agent asks
-its own nginx instead.
+its own nginx instead. One HTTP client lives as long as the signal: the agent polls forever, and building a
+client per poll cost ~20 ms of CPU each time (bench/bench_agent.py).
 """
 
 from __future__ import annotations
 
+import httpx
+
 from backend.errors import Unavailable
-from backend.streams.nginx import fetch_stat
+from backend.streams.nginx import parse_stat
 from backend.vm.signals.base import Reading
 
 
 class RtmpSignal:
     name = "rtmp"
 
-    def __init__(self, stat_url: str | None) -> None:
+    def __init__(self, stat_url: str | None, timeout: float = 3.0) -> None:
         self.stat_url = stat_url
+        self._client = httpx.Client(timeout=timeout) if stat_url else None
 
     def sample(self) -> Reading:
-        if not self.stat_url:
+        if not self.stat_url or self._client is None:
             return Reading(self.name, "n/a", "nginx-rtmp is not configured here (AUTOSHUTDOWN_NGINX_STAT_URL unset)")
         try:
-            streams = fetch_stat(self.stat_url)
+            response = self._client.get(self.stat_url)
+            response.raise_for_status()
+            streams = parse_stat(response.content)
+        except httpx.HTTPError as exc:
+            problem = f"nginx /stat at {self.stat_url} did not answer ({type(exc).__name__})"
+            return Reading(self.name, "unknown", problem)
         except Unavailable as exc:
             return Reading(self.name, "unknown", str(exc))
         live = [s for s in streams if s.publishing]
