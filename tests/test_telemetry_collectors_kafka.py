@@ -121,9 +121,9 @@ def test_csv_replay_to_kafka(kafka_settings):
 
 
 def test_live_cli_stops_on_sigterm_after_flushing_everything(kafka_settings):
-    cli = Path(sys.executable).parent / "stream-platform"
-    proc = subprocess.Popen([str(cli), "pipeline", "produce", "--source", "simulator", "--hosts", "1",
-                             "--gpus-per-host", "2", "--interval", "1s"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", "from backend.telemetry.cli import app; app()", "produce",
+                             "--source", "simulator", "--hosts", "1", "--gpus-per-host", "2", "--interval", "1s"],
+                            stderr=subprocess.PIPE, text=True)
     try:
         produced = consume(kafka_settings, kafka_settings.telemetry_topic, 4, timeout=30)
         assert len(produced) >= 4  # live: two GPUs, one sample each per second

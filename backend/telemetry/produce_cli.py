@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,8 +25,8 @@ from backend.telemetry.collectors.pacing import paced, polled
 from backend.telemetry.collectors.tokens import token_usage_only, with_token_usage
 from backend.telemetry.durations import parse_duration
 from backend.telemetry.faults import KINDS, FaultSpec
-from backend.telemetry.messages import Message
-from backend.telemetry.producer import KafkaOutput, Output, ProduceReport, StdoutOutput, pump
+from backend.telemetry.messages import GpuSample, Message
+from backend.telemetry.producer import KafkaOutput, Output, ProduceReport, StdoutOutput, counted, pump
 from backend.telemetry.simulator import MODELS, Fleet
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,21 @@ def _align(at: datetime, interval: timedelta) -> datetime:
     return datetime.fromtimestamp(at.timestamp() // step * step, UTC)
 
 
-def _fleet_messages(source: Source, fleet: Fleet, start: datetime, end: datetime | None, interval: timedelta,
-                    follow: bool, tokens: bool, token_every: timedelta, stop: threading.Event) -> Iterator[Message]:
-    """History (start → end) as fast as possible, then, if asked, live samples in real time."""
+def _simulated(source: Source, fleet: Fleet, start: datetime, end: datetime | None, interval: timedelta,
+               follow: bool, tokens: bool, token_every: timedelta, stop: threading.Event,
+               tick: Callable[[], None] | None) -> Iterator[Message]:
+    """History (start → end) as fast as possible, then, if asked (or without an end), live in real time."""
 
-    def stream():
+    def samples() -> Iterator[GpuSample]:
         if end is not None:
-            yield from fleet.samples(start, end, interval)
+            history = fleet.samples(start, end, interval)
+            yield from counted(history, tick) if tick else history
         if end is None or follow:
             yield from paced(fleet.samples(max(fleet.resume_at, datetime.now(UTC)), None, interval), stop=stop)
 
     if source is Source.tokens:
-        return token_usage_only(fleet, stream(), token_every)
-    return with_token_usage(fleet, stream(), token_every) if tokens else stream()
+        return token_usage_only(fleet, samples(), token_every)
+    return with_token_usage(fleet, samples(), token_every) if tokens else samples()
 
 
 @friendly_errors
@@ -96,16 +98,14 @@ def produce(
 ) -> None:
     """Collect GPU telemetry (or token usage) and produce it to Kafka, keyed by GPU UUID."""
     every = parse_duration(interval, what="--interval")
-    token_every = parse_duration(token_interval, what="--token-interval")
     if count and backfill:
         raise InvalidInput("give --count or --backfill, not both")
+    replay = None
     with ExitStack() as stack:
         stop = stack.enter_context(_stop_on_signals())
-        on_sample: Callable[[], None] | None = None
         if source in (Source.simulator, Source.tokens):
             now = _align(datetime.now(UTC), every)
-            end: datetime | None = None
-            start = now
+            start, end = now, None
             if backfill:
                 start, end = _align(now - parse_duration(backfill, what="--backfill"), every), now
             elif count:
@@ -113,11 +113,11 @@ def produce(
             fleet = Fleet(hosts, gpus_per_host, seed, [FaultSpec.parse(f) for f in fault], start,
                           [m.strip() for m in models.split(",") if m.strip()])
             _announce(fleet, schedule_out)
-            messages = _fleet_messages(source, fleet, start, end, every, follow, tokens, token_every, stop)
+            tick = None
             if end is not None and not follow:
-                total = -(-(end - start) // every) * len(fleet.gpus)
-                advance = stack.enter_context(progress_bar("simulating", total))
-                on_sample = advance
+                tick = stack.enter_context(progress_bar("simulating", -(-(end - start) // every) * len(fleet.gpus)))
+            messages = _simulated(source, fleet, start, end, every, follow, tokens,
+                                  parse_duration(token_interval, what="--token-interval"), stop, tick)
         elif source is Source.nvml:
             from backend.telemetry.collectors.nvml import NvmlCollector
 
@@ -130,8 +130,7 @@ def produce(
 
             if not url:
                 raise InvalidInput("--source dcgm needs --url http://HOST:9400/metrics")
-            scraper = DcgmScraper(url)
-            stack.callback(scraper.close)
+            scraper = stack.enter_context(closing(DcgmScraper(url)))
             messages = polled(scraper.scrape, every.total_seconds(), count, stop)
         else:
             from backend.telemetry.collectors.csv_replay import CsvReplay
@@ -143,8 +142,8 @@ def produce(
             samples = replay.samples(progress=advance)
             messages = paced(samples, speed, stop) if speed > 0 else samples
         output: Output = StdoutOutput() if stdout else KafkaOutput(get_settings())
-        report = pump(messages, output, stop=stop, on_sample=on_sample)
-    if source is Source.csv:
+        report = pump(messages, output, stop=stop)
+    if replay is not None:
         stats = replay.stats
         err_console.print(f"{stats.rows} rows → {stats.samples} samples; {stats.bad_rows} bad row(s) skipped",
                           style="yellow" if stats.bad_rows else None)

@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -29,6 +29,7 @@ from backend.telemetry.messages import GpuSample, Message, encode, key
 from backend.telemetry.simulator import Fleet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -146,14 +147,18 @@ class StdoutOutput:
         return self.report
 
 
-def pump(messages: Iterable[Message], output: Output, *, stop: threading.Event | None = None,
-         on_sample: Callable[[], None] | None = None) -> ProduceReport:
+def counted(items: Iterable[T], tick: Callable[[], None]) -> Iterator[T]:
+    """The items, calling `tick()` after each is taken (progress where the work is generated)."""
+    for item in items:
+        yield item
+        tick()
+
+
+def pump(messages: Iterable[Message], output: Output, *, stop: threading.Event | None = None) -> ProduceReport:
     """Send every message (until `stop` is set), then close the output and return its report."""
     try:
         for message in messages:
             output.send(message)
-            if on_sample is not None and isinstance(message, GpuSample):
-                on_sample()
             if stop is not None and stop.is_set():
                 break
     except OutputClosed:
@@ -181,9 +186,9 @@ def produce_simulated(settings: Settings, fleet: Fleet, end: datetime, *, start:
         if progress is not None and done % 1000 == 0:
             progress(done, total)
 
-    samples = fleet.samples(begin, end, interval)
+    samples = counted(fleet.samples(begin, end, interval), tick)
     messages = with_token_usage(fleet, samples, token_every) if tokens else samples
-    report = pump(messages, output or KafkaOutput(settings), on_sample=tick)
+    report = pump(messages, output or KafkaOutput(settings))
     if progress is not None:
         progress(done, done)
     return report
