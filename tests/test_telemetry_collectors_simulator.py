@@ -103,6 +103,8 @@ def test_counters_never_decrease_even_across_calls(faulty_day):
         assert s.metrics["total_energy_consumption"] > last[s.gpu_uuid].metrics["total_energy_consumption"]
     with pytest.raises(InvalidInput, match="already simulated"):
         next(fleet2.samples(start=START, end=START + MINUTE, interval=MINUTE))
+    with pytest.raises(InvalidInput, match="timezone-aware"):
+        next(fleet2.samples(end=datetime(2030, 1, 1), interval=MINUTE))
 
 
 def test_ecc_fault_grows_single_bit_errors_then_a_double_bit_error_at_the_scheduled_time(faulty_day):

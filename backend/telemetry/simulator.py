@@ -144,6 +144,8 @@ class Fleet:
         unknown = [m for m in models if m not in MODELS]
         if unknown or not models:
             raise InvalidInput(f"unknown GPU model {', '.join(unknown) or '(none)'}: choose from {', '.join(MODELS)}")
+        if start is not None and start.tzinfo is None:
+            raise InvalidInput("start must be timezone-aware (UTC)")
         self.seed = seed
         self.start = (start or datetime.now(UTC)).astimezone(UTC)
         self.gpus: list[SimGpu] = []
@@ -223,6 +225,8 @@ class Fleet:
         """
         if interval <= timedelta(0):
             raise InvalidInput("interval must be positive")
+        if any(x is not None and x.tzinfo is None for x in (start, end)):
+            raise InvalidInput("start and end must be timezone-aware (UTC)")
         t = (start or self.resume_at).astimezone(UTC)
         if self._clock is not None and t < self._clock:
             raise InvalidInput(f"this fleet has already simulated up to {self._clock.isoformat()}; start after it")
