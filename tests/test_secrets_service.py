@@ -78,6 +78,9 @@ def test_create_list_describe_with_labels_and_pages(svc: SecretsService) -> None
     prod = svc.list_all(OPERATOR, labels={"env": "prod"})
     assert [m.name for m in prod] == ["db-pass-1", "db-pass-3"]
     assert svc.list_all(OPERATOR, labels={"env": "prod", "team": "other"}) == []
+    forged = "x"
+    with pytest.raises(InvalidInput, match="page token"):
+        svc.list_secrets(OPERATOR, page_token=forged)
 
     details = svc.describe(OPERATOR, "db-pass-1")
     assert details.meta.labels == {"env": "prod", "team": "core"}

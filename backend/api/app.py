@@ -24,6 +24,7 @@ ROUTERS: tuple[str, ...] = (
     "backend.streams.api",
     "backend.health.api",
     "backend.vm.api",
+    "backend.secrets.api",
 )
 
 

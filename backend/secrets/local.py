@@ -216,7 +216,10 @@ class LocalSecretsBackend(SecretsBackend):
     def list_secrets(
         self, *, labels: dict[str, str] | None = None, page_size: int = 100, page_token: str | None = None
     ) -> SecretPage:
-        after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
+        try:
+            after = base64.urlsafe_b64decode(page_token.encode()).decode() if page_token else ""
+        except (ValueError, UnicodeError):
+            raise InvalidInput("invalid page token: pass the next_page_token of the previous page") from None
         wanted = labels or {}
         doc = self._read()
         names = sorted(

@@ -152,6 +152,8 @@ class FakeSecretManager:
             wanted[match.group(1)] = match.group(2)
         names = sorted(n for n, s in self._secrets.items()
                        if all(s.secret.labels.get(k) == v for k, v in wanted.items()))
+        if request.page_token and not request.page_token.isdigit():
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token.")
         start = int(request.page_token) if request.page_token else 0
         size = request.page_size or 25000
         page = names[start:start + size]
