@@ -123,20 +123,27 @@ class NvmlCollector:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             raise NvmlUnavailable(f"NVIDIA driver not found: NVML could not be loaded ({exc})") from None
-        self.driver: str = pynvml.nvmlSystemGetDriverVersion()
+        try:
+            self.driver: str = pynvml.nvmlSystemGetDriverVersion()
+            self.devices = [Device(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except pynvml.NVMLError as exc:
+            pynvml.nvmlShutdown()
+            raise NvmlUnavailable(f"NVML is loaded but cannot enumerate the GPUs ({exc})") from None
         self.host = socket.gethostname()
-        self.devices = [Device(i) for i in range(pynvml.nvmlDeviceGetCount())]
 
     def sample(self) -> Iterator[GpuSample]:
         """One sample per GPU, all stamped with the same instant."""
         now = datetime.now(UTC)
         for device in self.devices:
+            metrics = device.metrics()
+            if not metrics:  # e.g. the GPU fell off the bus: nothing is readable any more
+                log.warning("GPU %d (%s) returned no readings", device.index, device.uuid)
+                continue
             labels = {"device": f"nvidia{device.index}"}
             if device.pci_bus_id:
                 labels["pci_bus_id"] = device.pci_bus_id
             yield GpuSample(ts=now, host=self.host, gpu_index=device.index, gpu_uuid=device.uuid,
-                            model=device.name, driver=self.driver, source="nvml", labels=labels,
-                            metrics=device.metrics())
+                            model=device.name, driver=self.driver, source="nvml", labels=labels, metrics=metrics)
 
     def close(self) -> None:
         pynvml.nvmlShutdown()
