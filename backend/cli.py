@@ -21,6 +21,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("demo", "backend.demo_cli"),
     ("vm", "backend.vm.cli"),
     ("autoshutdown", "backend.vm.autoshutdown_cli"),
+    ("secrets", "backend.secrets.cli"),
 )
 
 app = typer.Typer(
