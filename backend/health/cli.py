@@ -183,7 +183,10 @@ def train(
         print_json(report)
         return
     table = Table("held-out seeds", "precision", "recall", "PR-AUC", "positives / rows")
-    for name, s in (("model", report.model), ("rule baseline", report.baseline)):
+    rows = (("model", report.model), ("rule baseline", report.baseline),
+            ("model, fault already begun", report.model_started),
+            ("rule baseline, fault already begun", report.baseline_started))
+    for name, s in rows:
         table.add_row(name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.pr_auc:.3f}", f"{s.positives} / {s.rows}")
     console.print(table)
     console.print(f"wrote {report.path} (horizon {report.horizon_h:g} h, threshold {report.threshold}, "

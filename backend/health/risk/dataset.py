@@ -43,12 +43,14 @@ class Dataset:
     features: np.ndarray
     labels: np.ndarray
     baseline: np.ndarray
+    started: np.ndarray  # a fault had already begun on the GPU at the snapshot (so some signal can exist)
     seeds: list[int] = field(default_factory=list)
 
     @classmethod
     def concat(cls, parts: list[Dataset]) -> Dataset:
         return cls(np.vstack([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
-                   np.concatenate([p.baseline for p in parts]), [s for p in parts for s in p.seeds])
+                   np.concatenate([p.baseline for p in parts]), np.concatenate([p.started for p in parts]),
+                   [s for p in parts for s in p.seeds])
 
     @property
     def positives(self) -> int:
@@ -73,7 +75,7 @@ def simulate(seed: int, spec: FleetSpec, horizon: timedelta, policy: HealthPolic
     for s in fleet.samples(end=end, interval=timedelta(seconds=spec.interval_s)):
         per_gpu[s.gpu_uuid].append(Sample(s.ts, s.metrics))
     policy = policy or HealthPolicy()
-    rows, labels, scores = [], [], []
+    rows, labels, scores, started = [], [], [], []
     step = timedelta(hours=spec.snapshot_every_h)
     for gpu in fleet.gpus:
         samples = per_gpu[gpu.uuid]
@@ -88,9 +90,10 @@ def simulate(seed: int, spec: FleetSpec, horizon: timedelta, policy: HealthPolic
                 history = GpuHistory(gpu.uuid, gpu.host, gpu.index, gpu.model.name, window)
                 scores.append(baseline_score(history, at, policy))
                 labels.append(fleet.schedule.critical_within(gpu.uuid, at, horizon))
+                started.append(bool(fleet.schedule.active(gpu.uuid, at)))
             at += step
     return Dataset(np.array(rows, dtype=float).reshape(-1, len(FEATURES)), np.array(labels, dtype=int),
-                   np.array(scores, dtype=float), [seed])
+                   np.array(scores, dtype=float), np.array(started, dtype=bool), [seed])
 
 
 def build(seeds: list[int], spec: FleetSpec, horizon: timedelta,

@@ -25,6 +25,8 @@ class TrainReport:
     threshold: float
     model: Scores
     baseline: Scores
+    model_started: Scores
+    baseline_started: Scores
     seconds: float
 
 
@@ -50,12 +52,18 @@ def train_and_evaluate(
     if not train.positives:
         raise InvalidInput("the training fleets produced no positive examples: use more seeds or a larger fleet")
     model = risk_model.fit(train, horizon_h=horizon_h, lookback_h=spec.lookback.total_seconds() / 3600)
-    model_scores = risk_model.score(test.labels, model.probabilities(test.features), model.threshold)
+    probabilities = model.probabilities(test.features)
+    model_scores = risk_model.score(test.labels, probabilities, model.threshold)
     baseline_scores = risk_model.score(test.labels, test.baseline, 1.0)
+    # leaving out positives whose fault had not begun yet: nothing in the telemetry can foretell those
+    seen = (test.labels == 0) | test.started
+    model_started = risk_model.score(test.labels[seen], probabilities[seen], model.threshold)
+    baseline_started = risk_model.score(test.labels[seen], test.baseline[seen], 1.0)
     path = risk_model.next_path(out_dir) if out_dir is not None else None
     version = path.stem if path else "unsaved"
     report = TrainReport(version, path, horizon_h, train_seeds, test_seeds, len(train.labels), model.threshold,
-                         model_scores, baseline_scores, round(time.perf_counter() - started, 1))
+                         model_scores, baseline_scores, model_started, baseline_started,
+                         round(time.perf_counter() - started, 1))
     model.report = asdict(report) | {"path": str(path) if path else None}
     if path is not None:
         risk_model.save(model, path)
