@@ -25,7 +25,7 @@ from backend.errors import Unavailable
 from backend.messaging.kafka import ensure_topics, make_producer
 from backend.telemetry.collectors.pacing import paced
 from backend.telemetry.collectors.tokens import with_token_usage
-from backend.telemetry.messages import GpuSample, Message, encode, key
+from backend.telemetry.messages import GpuSample, Message, TokenUsage, encode, key
 from backend.telemetry.simulator import Fleet
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ class KafkaOutput:
     """An idempotent producer onto the telemetry and token-usage topics (the DLQ topic is created too)."""
 
     def __init__(self, settings: Settings, *, flush_timeout: float = 60.0) -> None:
-        self._topics = {GpuSample: settings.telemetry_topic}
-        self._token_topic = settings.token_usage_topic
+        self._topic_of = {GpuSample: settings.telemetry_topic, TokenUsage: settings.token_usage_topic}
         self._flush_timeout = flush_timeout
         self.report = ProduceReport()
         try:
@@ -91,7 +90,7 @@ class KafkaOutput:
             self.report.errors[err.str()] += 1
 
     def send(self, message: Message) -> None:
-        self.send_encoded(self._topics.get(type(message), self._token_topic), key(message), encode(message))
+        self.send_encoded(self._topic_of[type(message)], key(message), encode(message))
 
     def send_encoded(self, topic: str, message_key: bytes, value: bytes) -> None:
         """The fast path for callers that pre-encode (benchmarks, replays)."""
