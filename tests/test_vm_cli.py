@@ -91,3 +91,32 @@ def test_without_a_database_the_state_file_keeps_the_countdown(
 def test_bad_options_are_one_line_errors(quiet_host: Settings) -> None:
     result = CliRunner().invoke(app, ["autoshutdown", "evaluate", "--never-stop", "Funday 09:00-10:00"])
     assert result.exit_code == 2 and "unknown day" in result.output and "Traceback" not in result.output
+
+
+def test_run_polls_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    state = tmp_path / "agent.json"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"SECRETS_ENV_FILE": "/nonexistent"}
+    agent = subprocess.Popen(
+        [str(Path(sys.executable).parent / "stream-platform"), "autoshutdown", "run", "--poll-seconds", "0.2",
+         "--idle-seconds", "3600", "--state-file", str(state), "--host", "run-host", "--no-ssh"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and agent.poll() is None:
+            if state.exists() and len(json.loads(state.read_text()).get("evaluations", [])) >= 3:
+                break
+            time.sleep(0.2)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0, agent.stderr.read() if agent.stderr else ""
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    evaluations = json.loads(state.read_text())["evaluations"]
+    assert len(evaluations) >= 3 and {e["host"] for e in evaluations} == {"run-host"}
+    assert "auto-shutdown agent on run-host: action dry-run" in (agent.stderr.read() if agent.stderr else "")

@@ -11,16 +11,18 @@ import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import compute_v1
 
 from backend.errors import InvalidInput, NotFound, Unavailable
 from backend.vm.signals.gpu import NvmlGpus
+
+if TYPE_CHECKING:
+    from google.cloud import compute_v1
 
 _OPERATION_TIMEOUT = 300
 
@@ -48,7 +50,12 @@ class Instances(Protocol):
 
 
 def instances_client(endpoint: str | None = None) -> compute_v1.InstancesClient:
-    """The official REST client; an explicit endpoint means an emulator or fake, so no credentials are sent."""
+    """The official REST client; an explicit endpoint means an emulator or fake, so no credentials are sent.
+
+    Imported here, not at module level: `google.cloud.compute_v1` takes seconds to import, and every CLI
+    command would pay for it.
+    """
+    from google.cloud import compute_v1
     if endpoint:
         return compute_v1.InstancesClient(
             transport="rest", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
@@ -92,8 +99,8 @@ class GcpInstances:
         self.client = instances_client(endpoint)
 
     def list(self) -> list[VmInstance]:
-        request = compute_v1.AggregatedListInstancesRequest(project=self.project, filter=self.filter)
         try:
+            request = {"project": self.project} | ({"filter": self.filter} if self.filter else {})
             pages = self.client.aggregated_list(request=request)
             found = [_from_api(i) for _, scoped in pages for i in scoped.instances]
         except gexc.GoogleAPICallError as exc:
