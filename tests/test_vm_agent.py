@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from backend.config import Settings
+from backend.costs.catalog import set_price
+from backend.identity.principal import SYSTEM, Principal, Role
+from backend.vm import service
 from backend.vm.actions import Command, DryRun, GcpStop, run_hooks
 from backend.vm.agent import Agent
 from backend.vm.policy import Policy
@@ -194,3 +198,22 @@ def test_stopped_intervals_from_real_stops_to_the_next_boot(settings: Settings, 
     clipped = stopped_intervals(db, stopped.stop.at + timedelta(hours=1), window_end)
     assert [(i.start, i.end) for i in clipped] == [(stopped.stop.at + timedelta(hours=1), next_boot)]
     assert stopped_intervals(db, next_boot, window_end) == []
+    assert intervals[0].reason == "auto-shutdown (command)"
+
+
+def test_shutdown_savings_price_the_stopped_gpu_hours(settings: Settings, db: psycopg.Connection) -> None:
+    set_price(db, SYSTEM, "NVIDIA L4", "on_demand", Decimal("0.75"), effective_from=BOOT - timedelta(days=1))
+    for index in range(2):
+        db.execute("INSERT INTO gpus (gpu_uuid, host, gpu_index, model, first_seen, last_seen) "
+                   "VALUES (%s, 'vm-1', %s, 'NVIDIA L4', %s, %s)", (f"GPU-{index}", index, BOOT, BOOT))
+    store, clock = DbStore(settings.require_database_url()), FakeClock(BOOT + timedelta(hours=1))
+    stopped = run_until(make_agent(store, clock, action=Command("true")), clock, "stop")
+    assert stopped.stop is not None
+    next_boot = stopped.stop.at + timedelta(hours=2)
+    clock.now = next_boot + timedelta(minutes=1)
+    make_agent(store, clock, boot=next_boot).evaluate()
+
+    result = service.shutdown_savings(Principal("vic", Role.viewer), BOOT, BOOT + timedelta(days=1), settings)
+    (host,) = result.hosts
+    assert (host.host, host.gpus, host.stopped_hours, host.saved_gpu_hours) == ("vm-1", 2, 2.0, 4.0)
+    assert host.saved_usd == pytest.approx(3.0)

@@ -17,6 +17,7 @@ import psycopg
 
 from backend import audit
 from backend.config import Settings, get_settings
+from backend.costs.savings import Savings, savings
 from backend.db import connect
 from backend.errors import InvalidInput, PlatformError
 from backend.identity.principal import PermissionDenied, Principal, Role, require_role
@@ -25,7 +26,7 @@ from backend.vm.agent import host_name
 from backend.vm.compute import GcpInstances, Instances, LocalHost, VmInstance
 from backend.vm.containers import ContainerInfo, DockerHost
 from backend.vm.policy import Countdown
-from backend.vm.state import Evaluation, Event, open_store
+from backend.vm.state import Evaluation, Event, open_store, stopped_intervals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -223,3 +224,11 @@ def snooze(
 def skip(principal: Principal, host: str | None = None, settings: Settings | None = None) -> Countdown:
     """Drop the current countdown (operator+, audited): a full idle period must pass again."""
     return _change_countdown(principal, host, settings, "skipped", policy.skip)
+
+
+def shutdown_savings(principal: Principal, start: datetime, end: datetime, settings: Settings | None = None) -> Savings:
+    """GPU-hours and dollars the agents' real stops saved within [start, end) (dry runs save nothing)."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "view auto-shutdown savings")
+    with connect(settings) as conn:
+        return savings(conn, start, end, stopped_intervals(conn, start, end))

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from backend.config import Settings
+from backend.costs.savings import StoppedInterval
 from backend.vm.policy import Countdown, Decision
 
 T = TypeVar("T")
@@ -191,20 +192,13 @@ def open_store(settings: Settings) -> Store:
     return FileStore(settings.autoshutdown_state_file)
 
 
-@dataclass(frozen=True)
-class StoppedInterval:
-    host: str
-    start: datetime
-    end: datetime
-
-
 def stopped_intervals(conn: psycopg.Connection, start: datetime, end: datetime) -> list[StoppedInterval]:
     """When hosts were stopped by the agent within [start, end): from each real stop to the next boot (or `end`).
 
-    Dry runs, aborted and failed stops are not stopped time. This is the cost-savings seam.
+    Dry runs, aborted and failed stops are not stopped time. Feeds `backend.costs.savings.savings()`.
     """
     rows = conn.execute(
-        """SELECT s.host, s.at AS stopped_at,
+        """SELECT s.host, s.at AS stopped_at, s.detail->>'action' AS action,
                   (SELECT min(b.at) FROM vm_events b WHERE b.host = s.host AND b.kind = 'booted' AND b.at > s.at)
                       AS started_at
            FROM vm_events s WHERE s.kind = 'stopped' AND s.at < %s ORDER BY s.host, s.at""",
@@ -214,5 +208,5 @@ def stopped_intervals(conn: psycopg.Connection, start: datetime, end: datetime) 
     for row in rows:
         first, last = max(row["stopped_at"], start), min(row["started_at"] or end, end)
         if last > first:
-            intervals.append(StoppedInterval(row["host"], first, last))
+            intervals.append(StoppedInterval(row["host"], first, last, f"auto-shutdown ({row['action']})"))
     return intervals
