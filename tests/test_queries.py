@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from analytics_data import Gpu, samples, store
-from psycopg.types.json import Jsonb
 
 from backend.errors import NotFound
+from backend.health.findings import Finding, GpuHealth
+from backend.health.risk.store import Contribution, RiskPrediction, save_predictions
+from backend.health.store import save_health
 from backend.queries.catalog import BadParameter, parse_metrics
 from backend.queries.fleet import fleet_overview, gpu_detail, host_rollup
 from backend.queries.offenders import top_offenders
@@ -36,15 +38,14 @@ def fleet(settings):
     return T0 + timedelta(minutes=180)
 
 
+def _evaluated(gpu: Gpu, status: str, now: datetime, findings: list[Finding] = ()) -> GpuHealth:
+    return GpuHealth(gpu.uuid, gpu.host, gpu.index, gpu.model, status, list(findings), now, now, now)
+
+
 def test_fleet_overview_returns_latest_sample_and_status(fleet, db):
     now = fleet
-    db.execute(
-        "INSERT INTO gpu_health (gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at, "
-        "status_since) VALUES ('GPU-c', 'node-2', 0, 'NVIDIA L4', 'critical', %s, %s, %s, %s)",
-        (Jsonb([{"rule": "ecc_dbe", "severity": "critical"}]), now, now, now - timedelta(minutes=30)),
-    )
-    db.execute("INSERT INTO gpu_health (gpu_uuid, host, gpu_index, model, status, evaluated_at, status_since) "
-               "VALUES ('GPU-b', 'node-1', 1, 'x', 'healthy', %s, %s)", (now, now))
+    dbe = Finding("ecc_dbe", "critical", "double-bit ECC errors", {"ecc_dbe_vol_total": 1}, now, "drain and reset")
+    save_health(db, [_evaluated(C, "critical", now, [dbe]), _evaluated(B, "healthy", now)])
     page = fleet_overview(db, now=now)
     assert page.total == 3 and [g.gpu_uuid for g in page.items] == ["GPU-a", "GPU-b", "GPU-c"]
     a, b, c = page.items
@@ -71,16 +72,15 @@ def test_fleet_overview_filters_and_paginates(fleet, db):
 
 
 def test_gpu_detail_has_every_metric_findings_and_risk(fleet, db):
-    db.execute(
-        "INSERT INTO gpu_risk (gpu_uuid, host, gpu_index, model, predicted_at, horizon_h, probability, "
-        "baseline_score, model_version, top_features) VALUES ('GPU-c', 'node-2', 0, 'NVIDIA L4', %s, 24, 0.83, "
-        "0.6, 'v1', %s)", (fleet, Jsonb([{"feature": "sbe_rate", "contribution": 0.4}])),
-    )
+    dbe = Finding("ecc_dbe", "critical", "double-bit ECC errors", {"ecc_dbe_vol_total": 1}, fleet, "drain and reset")
+    save_health(db, [_evaluated(C, "critical", fleet, [dbe])])
+    save_predictions(db, [RiskPrediction("GPU-c", "node-2", 0, "NVIDIA L4", fleet, 24, 0.83, 0.6, "v1",
+                                         [Contribution("sbe_rate", 17.0, 0.0, 0.4)], {"sbe_rate": 17.0})])
     detail = gpu_detail(db, "GPU-c", now=fleet)
     assert detail.gpu.latest["thermal_violation"] == 3600 * 1_000_000
     assert detail.gpu.latest["gpu_temp"] == 60.0 and "sm_clock" in detail.gpu.latest
-    assert detail.risk["probability"] == pytest.approx(0.83) and detail.risk["top_features"][0]["feature"] == "sbe_rate"
-    assert detail.findings == [] and detail.gpu.status == "unknown"
+    assert detail.risk.probability == pytest.approx(0.83) and detail.risk.top_features[0].feature == "sbe_rate"
+    assert detail.findings == [dbe] and detail.gpu.status == "critical"
     assert gpu_detail(db, "GPU-a", now=fleet).risk is None
     with pytest.raises(NotFound):
         gpu_detail(db, "GPU-nope")

@@ -2,8 +2,9 @@
 
 The latest sample comes from `gpus.last_seen` plus one index lookup per GPU on `gpu_metrics (gpu_uuid, time)`
 (LATERAL … ORDER BY time DESC LIMIT 1), so the cost grows with the number of GPUs, not with the samples stored.
-Status comes from the health engine's `gpu_health` table when it exists; a GPU without a fresh sample is
-`unknown` whatever its last evaluation said, and one never evaluated is `unknown` too (we cannot vouch for it).
+Status comes from the health engine's `gpu_health` table; a GPU without a fresh sample is `unknown` whatever its
+last evaluation said, and one never evaluated is `unknown` too (we cannot vouch for it). The detail's findings and
+failure risk come through the health area's own readers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import psycopg
 from psycopg import sql
 
 from backend.errors import NotFound
+from backend.health.findings import Finding
+from backend.health.risk.store import RiskPrediction, get_risk
+from backend.health.store import finding_from_json
 from backend.queries.catalog import BadParameter
 from backend.telemetry.fields import COLUMNS
 
@@ -58,8 +62,8 @@ class GpuDetail:
     gpu: GpuSummary
     status_since: datetime | None
     evaluated_at: datetime | None
-    findings: list[dict[str, Any]]
-    risk: dict[str, Any] | None
+    findings: list[Finding]
+    risk: RiskPrediction | None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,18 +81,8 @@ class HostRollup:
     total_power_w: float | None
 
 
-def has_relation(conn: psycopg.Connection, name: str) -> bool:
-    """Whether a table or view exists (so readers work before an optional area has migrated)."""
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (name,)).fetchone()["present"]
-
-
-def _status_sql(with_health: bool) -> sql.Composable:
-    known = "h.status" if with_health else "NULL"
-    return sql.SQL(f"CASE WHEN g.last_seen < %(fresh_after)s THEN 'unknown' ELSE coalesce({known}, 'unknown') END")
-
-
-def _health_join(with_health: bool) -> sql.Composable:
-    return sql.SQL("LEFT JOIN gpu_health h ON h.gpu_uuid = g.gpu_uuid" if with_health else "")
+_STATUS = sql.SQL("CASE WHEN g.last_seen < %(fresh_after)s THEN 'unknown' ELSE coalesce(h.status, 'unknown') END")
+_HEALTH = sql.SQL("LEFT JOIN gpu_health h ON h.gpu_uuid = g.gpu_uuid")
 
 
 def _latest_join(columns: tuple[str, ...]) -> sql.Composable:
@@ -127,7 +121,6 @@ def fleet_overview(
         raise BadParameter("limit", "must be between 1 and 1000")
     if offset < 0:
         raise BadParameter("offset", "must be 0 or more")
-    with_health = has_relation(conn, "gpu_health")
     fresh_after = (now or datetime.now(UTC)) - stale_after
     params = {"host": host, "model": model, "status": status, "limit": limit, "offset": offset,
               "fresh_after": fresh_after, "lookback": _LATEST_LOOKBACK}
@@ -136,7 +129,7 @@ def fleet_overview(
            WHERE (%(host)s::text IS NULL OR g.host = %(host)s)
              AND (%(model)s::text IS NULL OR g.model = %(model)s)
              AND (%(status)s::text IS NULL OR {status} = %(status)s)"""
-    ).format(status=_status_sql(with_health), health=_health_join(with_health))
+    ).format(status=_STATUS, health=_HEALTH)
     page = sql.SQL(
         """WITH filtered AS ({filtered}),
            page AS (SELECT * FROM filtered ORDER BY host, gpu_index, gpu_uuid LIMIT %(limit)s OFFSET %(offset)s)
@@ -157,35 +150,22 @@ def gpu_detail(
     stale_after: timedelta = DEFAULT_STALE_AFTER,
 ) -> GpuDetail:
     """One GPU: inventory, every metric of its latest sample, status with findings, and failure risk."""
-    with_health = has_relation(conn, "gpu_health")
     fresh_after = (now or datetime.now(UTC)) - stale_after
     query = sql.SQL(
-        """SELECT g.*, {status} AS status, {health_cols}, l.*, x.extra FROM gpus g {health} {latest}
+        """SELECT g.*, {status} AS status, h.status_since, h.evaluated_at, h.findings, l.*, x.extra
+           FROM gpus g {health} {latest}
            LEFT JOIN LATERAL (SELECT m.extra FROM gpu_metrics m WHERE m.gpu_uuid = g.gpu_uuid
                               AND m.time = l.sample_time) x ON true
            WHERE g.gpu_uuid = %(gpu_uuid)s"""
-    ).format(
-        status=_status_sql(with_health),
-        health_cols=sql.SQL("h.status_since, h.evaluated_at, h.findings" if with_health
-                            else "NULL::timestamptz AS status_since, NULL::timestamptz AS evaluated_at, "
-                                 "NULL::jsonb AS findings"),
-        health=_health_join(with_health),
-        latest=_latest_join(COLUMNS),
-    )
+    ).format(status=_STATUS, health=_HEALTH, latest=_latest_join(COLUMNS))
     row = conn.execute(query, {"gpu_uuid": gpu_uuid, "fresh_after": fresh_after,
                                "lookback": _LATEST_LOOKBACK}).fetchone()
     if row is None:
         raise NotFound(f"no GPU with uuid {gpu_uuid!r}")
-    risk = None
-    if has_relation(conn, "gpu_risk"):
-        risk = conn.execute(
-            """SELECT predicted_at, horizon_h, probability, baseline_score, model_version, top_features
-               FROM gpu_risk WHERE gpu_uuid = %s""",
-            (gpu_uuid,),
-        ).fetchone()
     return GpuDetail(
         gpu=_summary(row, COLUMNS, fresh_after), status_since=row["status_since"], evaluated_at=row["evaluated_at"],
-        findings=row["findings"] or [], risk=risk, extra=row["extra"] or {},
+        findings=[finding_from_json(f) for f in row["findings"] or []], risk=get_risk(conn, gpu_uuid),
+        extra=row["extra"] or {},
     )
 
 
@@ -200,7 +180,6 @@ def host_rollup(
     the latest temperature, utilization and power across its GPUs."""
     if by not in ("host", "datacenter"):
         raise BadParameter("by", "choose host or datacenter")
-    with_health = has_relation(conn, "gpu_health")
     fresh_after = (now or datetime.now(UTC)) - stale_after
     key = sql.SQL("g.host" if by == "host"
                   else "coalesce(g.labels->>'datacenter', g.labels->>'zone', '(unlabelled)')")
@@ -215,7 +194,7 @@ def host_rollup(
                   avg(gpu_temp) AS avg_gpu_temp, max(gpu_temp) AS max_gpu_temp, avg(gpu_util) AS avg_gpu_util,
                   sum(power_usage) AS total_power_w
            FROM latest l GROUP BY key ORDER BY key"""
-    ).format(key=key, status=_status_sql(with_health), health=_health_join(with_health),
+    ).format(key=key, status=_STATUS, health=_HEALTH,
              latest=_latest_join(("gpu_temp", "gpu_util", "power_usage")))
     rows = conn.execute(query, {"fresh_after": fresh_after, "lookback": _LATEST_LOOKBACK}).fetchall()
     return [
