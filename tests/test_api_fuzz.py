@@ -46,7 +46,7 @@ def admin_token(settings, db):
 
 
 @schema.parametrize()
-@settings(max_examples=15, derandomize=True, deadline=None,
+@settings(max_examples=10, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 def test_api_never_fails_on_any_input(case, admin_token):
