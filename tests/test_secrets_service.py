@@ -109,6 +109,8 @@ def test_versions_states_and_latest(svc: SecretsService) -> None:
         svc.reveal(ADMIN, "api-key", 2)
     with pytest.raises(InvalidInput):
         svc.enable_version(ADMIN, "api-key", 2)
+    with pytest.raises(InvalidInput, match="DESTROYED"):
+        svc.destroy_version(ADMIN, "api-key", 2)
     assert svc.reveal(ADMIN, "api-key", 1).value.get_secret_value() == "one"
 
     states = [(v.version, v.state) for v in svc.describe(ADMIN, "api-key").versions]
@@ -176,6 +178,9 @@ def test_replication_expiry_and_rotation_are_recorded(svc: SecretsService) -> No
     assert meta.next_rotation_time is not None
     assert timedelta(days=90) <= meta.next_rotation_time - before < timedelta(days=90, minutes=1)
     assert svc.describe(OPERATOR, "rotating").meta == meta
+
+    at = (before + timedelta(days=3)).replace(microsecond=0)
+    assert svc.create(ADMIN, "until", SecretSpec(expire_time=at)).meta.expire_time == at
 
 
 def test_expired_secret_is_gone(svc: SecretsService) -> None:
