@@ -103,7 +103,7 @@ class SecretsService:
     # -- reading ------------------------------------------------------------------------------------------
 
     def list_secrets(self, actor: Principal, *, labels: dict[str, str] | None = None, page_size: int = 100,
-             page_token: str | None = None) -> SecretPage:
+                     page_token: str | None = None) -> SecretPage:
         """One page of secrets (metadata only), ordered by name, filtered by labels."""
         with self._operation(actor, "list", minimum=Role.operator) as detail:
             if not 1 <= page_size <= 1000:
