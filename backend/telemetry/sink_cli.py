@@ -60,3 +60,13 @@ def status(
     console.print(f"dead letters: {report.dlq_total} in {report.dlq_topic}")
     for d in report.dead_letters[:10]:
         console.print(f"  {d.source_topic}[{d.source_partition}]@{d.source_offset} {d.reason}: {d.detail}")
+
+
+if __name__ == "__main__":
+    # `python -m backend.telemetry.sink_cli [--until-idle N]`: the sink alone, without importing every area's CLI
+    # (a sink container or a test starts seconds faster).
+    import logging
+
+    logging.basicConfig(level=get_settings().log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    typer.run(sink)

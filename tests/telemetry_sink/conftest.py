@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from backend.config import Settings
 from backend.messaging.kafka import ensure_topics, make_producer
@@ -46,10 +48,12 @@ def token_usage(ts: datetime, gpu: int = 0, model: str = "llama-3-8b", requests:
     }
 
 
-def produce(settings: Settings, topic: str, messages: Iterable[dict | bytes], key: str | None = None) -> int:
+def produce(settings: Settings, topic: str, messages: Iterable[dict | bytes], key: str | None = None,
+            producer: Producer | None = None) -> int:
     """Produce JSON messages keyed by gpu_uuid (raw bytes go as they are); returns how many."""
-    ensure_topics([settings.telemetry_topic, settings.token_usage_topic, settings.dlq_topic], settings)
-    producer = make_producer(settings)
+    if producer is None:
+        ensure_topics([settings.telemetry_topic, settings.token_usage_topic, settings.dlq_topic], settings)
+        producer = make_producer(settings)
     count = 0
     for message in messages:
         if isinstance(message, bytes):
@@ -76,11 +80,30 @@ def sink_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_sink(settings: Settings, *args: str, **env: str) -> subprocess.Popen:
+def start_sink(settings: Settings, *args: str, full_cli: bool = False, **env: str) -> subprocess.Popen:
+    """A sink subprocess; `full_cli` goes through `stream-platform pipeline sink` (slower start: every area's
+    imports), otherwise `python -m backend.telemetry.sink_cli`."""
+    command = ([str(Path(sys.executable).parent / "stream-platform"), "pipeline", "sink"] if full_cli
+               else [sys.executable, "-m", "backend.telemetry.sink_cli"])
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "stream-platform"), "pipeline", "sink", *args],
-        env=sink_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [*command, *args], env=sink_env(settings, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+class Output(threading.Thread):
+    """Collects a subprocess's output lines as they come, so a test can wait for one."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        super().__init__(daemon=True)
+        self.process, self.lines = process, []
+        self.start()
+
+    def run(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]

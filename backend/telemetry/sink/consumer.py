@@ -115,6 +115,8 @@ class Sink:
                 self._active_since = now
             if self._pending and (len(self._pending) >= size or now >= batch_started + latency):
                 self._flush()
+                if self._active_since is not None:
+                    self._active_since = time.monotonic()  # a long flush (database outage) is not idleness
             elif self._idle(now):
                 return
 
@@ -123,7 +125,8 @@ class Sink:
         return (self.until_idle is not None and not self._pending and self._active_since is not None
                 and now - self._active_since >= self.until_idle)
 
-    def _on_assign(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "none")
         self._active_since = time.monotonic()
 
     def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
