@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 
 from backend.telemetry.produce_cli import produce
+from backend.telemetry.sink_cli import maintain, sink, status
 
 app = typer.Typer(help="Telemetry pipeline: produce samples to Kafka, sink them into PostgreSQL.",
                   no_args_is_help=True)
 app.command("produce")(produce)
+app.command("sink")(sink)
+app.command("maintain")(maintain)
+app.command("status")(status)
