@@ -217,3 +217,14 @@ def test_shutdown_savings_price_the_stopped_gpu_hours(settings: Settings, db: ps
     (host,) = result.hosts
     assert (host.host, host.gpus, host.stopped_hours, host.saved_gpu_hours) == ("vm-1", 2, 2.0, 4.0)
     assert host.saved_usd == pytest.approx(3.0)
+
+
+def test_database_down_is_one_clear_error_and_the_machine_stays_up(tmp_path: Path) -> None:
+    from backend.embedded.ports import free_port
+    from backend.errors import Unavailable
+
+    store = DbStore(f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1")
+    agent = make_agent(store, FakeClock(BOOT + timedelta(hours=1)), action=Command(f"touch {tmp_path / 'stopped'}"))
+    with pytest.raises(Unavailable, match="the agent keeps the machine up"):
+        agent.evaluate()
+    assert not (tmp_path / "stopped").exists()

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from backend.config import Settings
 from backend.costs.savings import StoppedInterval
+from backend.errors import Unavailable
 from backend.vm.policy import Countdown, Decision
 
 T = TypeVar("T")
@@ -73,7 +74,12 @@ class DbStore:
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self.database_url, row_factory=dict_row, connect_timeout=10) as conn:
+        """A short connection per operation, so the agent outlives database restarts."""
+        try:
+            conn = psycopg.connect(self.database_url, row_factory=dict_row, connect_timeout=10)
+        except psycopg.OperationalError:
+            raise Unavailable("the database is not reachable right now: the agent keeps the machine up") from None
+        with conn:
             yield conn
 
     def transact(self, host: str, change: Callable[[Countdown], tuple[Countdown, T]]) -> T:

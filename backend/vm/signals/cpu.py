@@ -10,9 +10,11 @@ from backend.vm.signals.base import Rate, Reading
 
 
 def _cpu_seconds() -> dict[str, float]:
+    """Busy and total CPU seconds; guest time is already inside user time on Linux, so it is not added twice."""
     times = psutil.cpu_times()
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
     idle = times.idle + getattr(times, "iowait", 0.0)
-    return {"busy": sum(times) - idle, "total": sum(times)}
+    return {"busy": total - idle, "total": total}
 
 
 class CpuSignal:
