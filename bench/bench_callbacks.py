@@ -1,9 +1,11 @@
 """Benchmark: nginx-rtmp `on_publish` callback throughput and latency under concurrent clients.
 
-Ours: `POST /rtmp/on_publish` of the real API (uvicorn, one process) — HMAC-SHA256 with a cached pepper, pooled
-async connections, one read and one pipelined write per request (attempt row, registry upsert, key last-used).
+Ours: `POST /rtmp/on_publish` of the real API app (uvicorn with 1 and with 2 worker processes) — HMAC-SHA256 with a
+cached pepper, pooled async connections, one read and one write statement per request (attempt row, registry
+upsert, key last-used, failure counter reset in one commit).
 Baseline, same run and machine: the naive design the issue warns about — a sync endpoint that opens a database
-connection per request and verifies an argon2id hash of the key (argon2-cffi defaults), then records the attempt.
+connection per request and verifies an argon2id hash of the key (argon2-cffi defaults), then records the attempt
+(4 concurrent clients: more only queue behind argon2).
 
 The load generator speaks HTTP/1.0 with a new TCP connection per request, as nginx-rtmp does, with the form fields
 nginx sends. Every request publishes with a valid key (the allow path, which writes the most).
@@ -26,11 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import psutil
 import psycopg
+import uvloop
 from psycopg import sql
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +47,9 @@ from backend.identity import SYSTEM  # noqa: E402
 from backend.streams import keys  # noqa: E402
 
 PEPPER = "bench-pepper-" + "b" * 40
+# argon2id at library defaults uses 64 MiB and ~0.1 s of CPU per check: more clients only queue (and starve the
+# machine); its throughput is CPU-bound either way, and its latencies at this concurrency flatter it.
+BASELINE_CONCURRENCY = 4
 
 
 # ---- the naive baseline, served by uvicorn from this file -------------------------------------------------------
@@ -158,12 +165,77 @@ def _cpu_meter(server_pid: int, url: str) -> Callable[[], tuple[float, float]]:
     return total
 
 
+# ---- where the API's CPU goes: the ASGI app called in-process, no HTTP server -------------------------------------
+
+async def _asgi_cpu_ms(application, bodies: list[bytes], n: int) -> float:
+    """CPU ms per on_publish when the ASGI app is called directly (this process; the database not counted)."""
+    async def call(body: bytes) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.0", "method": "POST",
+                 "scheme": "http", "path": "/rtmp/on_publish", "raw_path": b"/rtmp/on_publish", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+                 "headers": [(b"content-type", b"application/x-www-form-urlencoded"),
+                             (b"content-length", str(len(body)).encode())]}
+        await application(scope, receive, send)
+        return sent[0]["status"]
+
+    for body in bodies[:5]:
+        assert await call(body) == 200
+    started = time.process_time()
+    for i in range(n):
+        await call(bodies[i % len(bodies)])
+    return (time.process_time() - started) * 1000 / n
+
+
+def in_process_split(settings: Settings, requests: list[bytes], n: int = 1500, rounds: int = 3) -> dict[str, float]:
+    """Best of `rounds`: the whole API app, the same router in a FastAPI app without the app's HTTP middleware,
+    and the decision service alone."""
+    from fastapi import FastAPI
+
+    from backend.api.app import create_app
+    from backend.streams import api
+    from backend.streams.callbacks import CallbackGate, CallbackRequest
+
+    bodies = [r.split(b"\r\n\r\n", 1)[1] for r in requests]
+    bare = FastAPI()
+    bare.state.settings = settings
+    bare.include_router(api.router)
+    full = create_app(settings)
+
+    async def gate_only() -> float:
+        gate = CallbackGate(settings)
+        forms = [CallbackRequest.from_form(dict(parse_qsl(b.decode()))) for b in bodies]
+        for form in forms[:5]:
+            await gate.publish(form)
+        started = time.process_time()
+        for i in range(n):
+            await gate.publish(forms[i % len(forms)])
+        elapsed = (time.process_time() - started) * 1000 / n
+        await gate.close()
+        return elapsed
+
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for label, measure in (("whole API app", lambda: _asgi_cpu_ms(full, bodies, n)),
+                               ("router without the app's HTTP middleware", lambda: _asgi_cpu_ms(bare, bodies, n)),
+                               ("decision service alone (CallbackGate.publish)", gate_only)):
+            best[label] = min(best.get(label, float("inf")), uvloop.run(measure()))
+    return best
+
+
 # ---- set-up ------------------------------------------------------------------------------------------------------
 
-def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+def _serve(target: list[str], env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *target, "--factory", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning", "--no-access-log"],
+                             str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
                             env={**os.environ, **env}, cwd=ROOT)
     wait_for_port(port, timeout=30)
     return proc, port
@@ -206,18 +278,24 @@ def run(seconds: float, concurrency: int, key_count: int, admin_url: str) -> lis
             naive.append(_request(_form(f"cam{i}", f"k{i}.{secret}", i)))
     env = {"DATABASE_URL": url, "STREAM_KEY_PEPPER": PEPPER}
     results = []
-    proc, port = _serve(["backend.api.app:create_app"], env)
-    try:
-        results.append(asyncio.run(_load("ours: HMAC + pool, 1 process", port, ours, seconds, concurrency,
-                                         _cpu_meter(proc.pid, url))))
-    finally:
-        _stop(proc)
+    for workers in (1, 2):
+        proc, port = _serve(["backend.api.app:create_app"], env, workers)
+        try:
+            if workers > 1:
+                time.sleep(2)  # let every worker start
+            results.append(uvloop.run(_load(f"ours: HMAC + pool, {workers} process(es)", port, ours, seconds,
+                                            concurrency, _cpu_meter(proc.pid, url))))
+        finally:
+            _stop(proc)
     proc, port = _serve(["--app-dir", "bench", "bench_callbacks:naive_app"], env)
     try:
-        results.append(asyncio.run(_load("baseline: argon2 + conn/request", port, naive, seconds, concurrency,
+        results.append(uvloop.run(_load("baseline: argon2 + conn/request", port, naive, seconds, BASELINE_CONCURRENCY,
                                          _cpu_meter(proc.pid, url))))
     finally:
         _stop(proc)
+    for label, cpu_ms in in_process_split(settings.model_copy(update={"stream_key_pepper": SecretStr(PEPPER)}),
+                                          ours).items():
+        print(f"in-process CPU per on_publish, {label}: {cpu_ms:.3f} ms")
     with psycopg.connect(url) as conn:
         written = conn.execute("SELECT count(*) FROM stream_auth_attempts").fetchone()[0]
     expected = sum(r.requests for r in results)
@@ -247,10 +325,11 @@ def main() -> None:
                 server.stop()
     for result in results:
         print(result.line())
-    ours, base = results
-    print(f"throughput ratio ours/baseline: {ours.rps / base.rps:.0f}x; "
-          f"p99 ratio baseline/ours: {base.pct(0.99) / ours.pct(0.99):.0f}x")
-    print(f"goal ≥ 2,000 req/s and p99 < 10 ms: {'met' if ours.rps >= 2000 and ours.pct(0.99) < 10 else 'NOT met'}")
+    *ours, base = results
+    best = max(ours, key=lambda r: r.rps)
+    print(f"throughput ratio best/baseline: {best.rps / base.rps:.0f}x; "
+          f"p99 ratio baseline/best: {base.pct(0.99) / best.pct(0.99):.0f}x")
+    print(f"goal ≥ 2,000 req/s and p99 < 10 ms: {'met' if best.rps >= 2000 and best.pct(0.99) < 10 else 'NOT met'}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -17,7 +17,7 @@ from backend.config import ConfigError
 from backend.errors import InvalidInput, NotFound
 from backend.identity import SYSTEM, PermissionDenied, Principal, Role
 from backend.identity import users as user_service
-from backend.streams import keys, lockout
+from backend.streams import attempts, keys, lockout
 from backend.streams.callbacks import CallbackRequest, KeyRecord, check_key
 from backend.streams.pepper import hash_key, key_pepper
 
@@ -213,3 +213,15 @@ def test_cli_acting_viewer_cannot_create(settings, db, monkeypatch):
     user_service.add_user(db, SYSTEM, "vera", Role.viewer, "a long password")
     denied = runner.invoke(app, ["--as", "vera", "streams", "keys", "create", "cam7"])
     assert denied.exit_code == 2 and "needs role operator" in denied.output
+
+
+def test_attempts_are_pruned_by_admins_only(db):
+    db.execute("""INSERT INTO stream_auth_attempts (at, call, addr, app, stream, outcome, reason)
+                  VALUES (now() - interval '40 days', 'publish', '192.0.2.1', 'live', 'old', 'deny', 'x'),
+                         (now(), 'publish', '192.0.2.1', 'live', 'new', 'allow', 'ok')""")
+    with pytest.raises(PermissionDenied):
+        attempts.prune_attempts(db, OPERATOR, timedelta(days=30))
+    assert attempts.prune_attempts(db, SYSTEM, timedelta(days=30)) == 1
+    assert [a.stream for a in attempts.list_attempts(db, VIEWER)] == ["new"]
+    (count,) = attempts.attempt_counts(db, VIEWER, since=datetime.now(UTC) - timedelta(hours=1))
+    assert (count.outcome, count.count) == ("allow", 1)

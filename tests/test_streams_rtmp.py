@@ -263,3 +263,25 @@ def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
         assert httpx.post(f"{broken.url}/rtmp/on_publish", data=form, timeout=20).status_code == 503
     finally:
         broken.stop()
+
+
+def test_reconcile_and_live_commands(conn, stack_settings, stack_database, server, monkeypatch):
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+    from backend.config import get_settings
+
+    for name, value in {"DATABASE_URL": stack_database, "STREAMS_NGINX_STAT_URL": server.stat_url,
+                        "STREAM_KEY_PEPPER": PEPPER}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    conn.execute("""INSERT INTO live_streams (app, stream, addr, client_id, started_at)
+                    VALUES ('live', 'ghost-cli', '127.0.0.1', '79', now() - interval '1 minute')""")
+    runner = CliRunner()
+    try:
+        result = runner.invoke(app, ["streams", "reconcile"])
+        assert result.exit_code == 0 and "1 ghost(s) removed" in result.output, result.output
+        listed = runner.invoke(app, ["streams", "live", "--json"])
+        assert listed.exit_code == 0 and "ghost-cli" not in listed.stdout
+    finally:
+        get_settings.cache_clear()

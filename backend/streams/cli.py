@@ -1,8 +1,9 @@
-"""`stream-platform streams keys create|list|revoke|rotate`, `live`, `kick`, `audit`, `lockouts`, `nginx-config`,
-`check-config`."""
+"""`stream-platform streams keys create|list|revoke|rotate`, `live`, `reconcile`, `kick`, `audit`,
+`prune-attempts`, `lockouts`, `nginx-config`, `check-config`."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -122,6 +123,30 @@ def live_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
                       f"{st['bw_in_kbps']:.0f}" if st else "-", video, str(st.get("frame_rate") or "-"),
                       str(st.get("clients", "-")))
     console.print(table)
+
+
+@app.command("reconcile")
+@friendly_errors
+def reconcile_cmd(every: float = typer.Option(None, "--every", min=1, help="repeat every N seconds until stopped")
+                  ) -> None:
+    """Reconcile the live registry with nginx's /stat (stats in, ghosts out); once, or as a loop."""
+    while True:
+        with connect() as conn:
+            result = live.refresh(conn)
+        console.print(f"{len(result.updated)} live, {len(result.removed)} ghost(s) removed"
+                      + (f", unregistered: {', '.join(result.unregistered)}" if result.unregistered else ""))
+        if every is None:
+            return
+        time.sleep(every)
+
+
+@app.command("prune-attempts")
+@friendly_errors
+def prune_attempts_cmd(older_than: str = typer.Option("90d", "--older-than", help="e.g. 30d")) -> None:
+    """Delete publish attempts older than the given age (admin)."""
+    with connect() as conn:
+        deleted = attempts.prune_attempts(conn, acting_principal(), keys.parse_duration(older_than))
+    console.print(f"deleted {deleted} attempt(s) older than {older_than}")
 
 
 @app.command("kick")
