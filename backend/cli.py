@@ -19,6 +19,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("costs", "backend.costs.cli"),
     ("health", "backend.health.cli"),
     ("demo", "backend.demo_cli"),
+    ("streams", "backend.streams.cli"),
     ("vm", "backend.vm.cli"),
     ("autoshutdown", "backend.vm.autoshutdown_cli"),
     ("secrets", "backend.secrets.cli"),
