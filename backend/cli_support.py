@@ -27,7 +27,7 @@ from backend.identity.principal import SYSTEM, PermissionDenied, Principal
 from backend.identity.users import resolve_principal
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
 log = logging.getLogger("backend.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
