@@ -231,11 +231,32 @@ def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
             "--action", "dry-run", "--poll-seconds", "10", "--idle-seconds", "600", "--warn-seconds", "300",
             "--min-uptime-seconds", "0", *stat)),
         *([Component("nginx-rtmp", argv=nginx.argv, ready_port=nginx.rtmp_port)] if nginx else []),
-        Component("console", argv=(sys.executable, "-m", "streamlit", "run", str(CONSOLE_SCRIPT),
-                                   "--server.port", str(settings.console_port), "--server.headless", "true",
-                                   "--browser.gatherUsageStats", "false"),
-                  ready_port=settings.console_port),
+        console_component(settings.console_port),
     ]
+
+
+def console_component(port: int) -> Component:
+    """The Streamlit console on a loopback port (the demo, browser tests and the benchmark all run it so)."""
+    return Component("console", argv=(sys.executable, "-m", "streamlit", "run", str(CONSOLE_SCRIPT),
+                                      "--server.port", str(port), "--server.address", "127.0.0.1",
+                                      "--server.headless", "true", "--browser.gatherUsageStats", "false"),
+                     ready_port=port)
+
+
+def wait_until_healthy(base_url: str, timeout: float = 60.0) -> None:
+    """Poll Streamlit's `/_stcore/health` until it answers `ok` (the port opens before the app is ready)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url}/_stcore/health", timeout=2).text.strip() == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the console at {base_url} is not healthy after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)
