@@ -18,7 +18,7 @@ from backend.errors import InvalidInput, NotFound
 from backend.identity import SYSTEM, PermissionDenied, Principal, Role
 from backend.identity import users as user_service
 from backend.streams import attempts, keys, lockout
-from backend.streams.callbacks import CallbackRequest, KeyRecord, check_key
+from backend.streams.callbacks import CallbackGate, CallbackRequest, KeyRecord, check_key
 from backend.streams.pepper import hash_key, key_pepper
 
 PEPPER = b"unit-test-pepper-" + b"q" * 32
@@ -225,3 +225,13 @@ def test_attempts_are_pruned_by_admins_only(db):
     assert [a.stream for a in attempts.list_attempts(db, VIEWER)] == ["new"]
     (count,) = attempts.attempt_counts(db, VIEWER, since=datetime.now(UTC) - timedelta(hours=1))
     assert (count.outcome, count.count) == ("allow", 1)
+
+
+def test_only_nginx_networks_may_call_the_callbacks(settings):
+    gate = CallbackGate(settings)
+    assert gate.caller_allowed("127.0.0.1") and gate.caller_allowed("10.1.2.3") and gate.caller_allowed("::1")
+    assert not gate.caller_allowed("203.0.113.5") and not gate.caller_allowed("testclient")
+    narrow = CallbackGate(settings.model_copy(update={"streams_callback_allowed_nets": ["192.0.2.0/24"]}))
+    assert narrow.caller_allowed("192.0.2.77") and not narrow.caller_allowed("127.0.0.1")
+    with pytest.raises(ConfigError, match="STREAMS_CALLBACK_ALLOWED_NETS"):
+        CallbackGate(settings.model_copy(update={"streams_callback_allowed_nets": ["nope"]}))

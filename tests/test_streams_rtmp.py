@@ -253,6 +253,21 @@ def test_auth_service_down_refuses_publishing(conn, server, stack, stack_setting
     assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) == 0
 
 
+def test_callers_outside_the_allowed_networks_are_refused(conn, stack_database, tmp_path):
+    """Nobody but nginx may call the callbacks: a forged `addr` could otherwise lock out someone else."""
+    narrow = ApiProcess(env={"DATABASE_URL": stack_database, "STREAM_KEY_PEPPER": PEPPER,
+                             "STREAMS_CALLBACK_ALLOWED_NETS": '["192.0.2.0/24"]'}, log_path=tmp_path / "api.log")
+    narrow.start()
+    try:
+        form = {"app": "live", "name": "x", "addr": "198.51.100.9", "clientid": "1", "call": "publish", "key": "k"}
+        for _ in range(LOCKOUT_THRESHOLD + 1):
+            assert httpx.post(f"{narrow.url}/rtmp/on_publish", data=form).status_code == 403
+    finally:
+        narrow.stop()
+    assert attempts.list_attempts(conn, SYSTEM, addr="198.51.100.9") == []
+    assert lockout.list_failures(conn, SYSTEM) == []
+
+
 def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
     """An API whose database is unreachable answers 503 (never 2xx) and the publish is refused."""
     broken = ApiProcess(env={"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1",

@@ -40,8 +40,13 @@ def _gate(request: Request) -> CallbackGate:
 async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackRequest], Awaitable[Decision | None]]
                   ) -> Response:
     try:
+        gate = _gate(request)
+        peer = request.client.host if request.client else ""
+        if not gate.caller_allowed(peer):
+            log.warning("rtmp %s refused: caller %s is not in STREAMS_CALLBACK_ALLOWED_NETS", request.url.path, peer)
+            return Response("forbidden\n", status_code=403, media_type="text/plain")
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
-        decision = await handler(_gate(request), CallbackRequest.from_form(form))
+        decision = await handler(gate, CallbackRequest.from_form(form))
     except Exception as exc:  # fail closed, whatever went wrong
         log.error("rtmp %s failed closed: %s: %s", request.url.path, type(exc).__name__, exc)
         return Response("unavailable\n", status_code=503, media_type="text/plain")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from backend.config import Settings
+from backend.config import ConfigError, Settings
 from backend.streams.keys import KEY_PREFIX
 from backend.streams.lockout import FailureState, LockoutPolicy, after_failure
 from backend.streams.pepper import hash_key, key_pepper
@@ -201,9 +201,21 @@ class CallbackGate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = LockoutPolicy.from_settings(settings)
+        try:
+            self.callers = tuple(ipaddress.ip_network(n, strict=False) for n in settings.streams_callback_allowed_nets)
+        except ValueError as exc:
+            raise ConfigError(f"invalid STREAMS_CALLBACK_ALLOWED_NETS: {exc}") from None
         self._pepper: bytes | None = None
         self._pool: AsyncConnectionPool | None = None
         self._lock = asyncio.Lock()
+
+    def caller_allowed(self, peer: str) -> bool:
+        """Only nginx may call: a direct caller could forge `addr` to lock someone out or dodge an allow-list."""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self.callers)
 
     async def _ready(self) -> tuple[bytes, AsyncConnectionPool]:
         if self._pepper is None or self._pool is None:
