@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from backend.api.auth import admin, viewer
 from backend.api.deps import db, settings_of
 from backend.api.errors import ERROR_RESPONSES
-from backend.api.routes_gpus import End, Start, window
+from backend.api.params import PRINTABLE, End, Start, window
 from backend.config import Settings
 from backend.costs import catalog
 from backend.costs.projection import MonthProjection, month_projection
@@ -57,7 +57,7 @@ def projection(
 
 @router.get("/prices", response_model=list[catalog.Price], summary="The price catalog ($/GPU-hour)")
 def prices(
-    model: Annotated[str | None, Query(max_length=128, pattern=r"^[\x20-\x7e]+$")] = None,
+    model: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
     history: bool = False,
     conn: psycopg.Connection = Depends(db),
 ) -> list[catalog.Price]:
@@ -65,7 +65,7 @@ def prices(
 
 
 class NewPrice(BaseModel):
-    gpu_model: str = Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")
+    gpu_model: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
     pricing_kind: catalog.PricingKind = "on_demand"
     usd_per_gpu_hour: Decimal = Field(ge=0, lt=1_000_000, decimal_places=6)
     effective_from: datetime | None = None

@@ -6,7 +6,7 @@ query functions (names, ranges), and both kinds of mistakes come back as 4xx nam
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import psycopg
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from backend.api.auth import viewer
 from backend.api.deps import db, settings_of
 from backend.api.errors import ERROR_RESPONSES
+from backend.api.params import PRINTABLE, End, Start, window
 from backend.config import Settings
 from backend.queries.fleet import FleetPage, GpuDetail, HostRollup, fleet_overview, gpu_detail, host_rollup
 from backend.queries.offenders import Offender, top_offenders
@@ -22,20 +23,11 @@ from backend.queries.timeseries import TimeSeries, gpu_timeseries
 
 router = APIRouter(prefix="/api/v1", tags=["gpus"], dependencies=[Depends(viewer)], responses=ERROR_RESPONSES)
 
-PRINTABLE = r"^[\x20-\x7e]+$"
 Uuid = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE, description="GPU UUID, e.g. GPU-5a1c…")]
-Start = Annotated[datetime | None, Query(description="ISO 8601; default: `end` minus one hour (24 h for offenders)")]
-End = Annotated[datetime | None, Query(description="ISO 8601; default: now")]
 
 
 def _stale_after(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.health_stale_after_s)
-
-
-def window(start: datetime | None, end: datetime | None, default: timedelta) -> tuple[datetime, datetime]:
-    """[start, end) with defaults: end = now, start = end − default."""
-    stop = end or datetime.now(UTC)
-    return start or stop - default, stop
 
 
 @router.get("/gpus", response_model=FleetPage, summary="Fleet overview: every GPU with status and latest sample")
