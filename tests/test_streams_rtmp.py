@@ -16,9 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from backend import audit
 from backend.config import Settings
 from backend.db import connect
 from backend.embedded.ports import free_port
+from backend.errors import NotFound
 from backend.identity import SYSTEM
 from backend.streams import attempts, keys, live, lockout, nginx
 from backend.streams.pepper import key_pepper
@@ -166,6 +168,19 @@ def test_revoking_a_live_key_kicks_the_publisher_at_once(conn, server, stack_set
     assert time.monotonic() - started < 5
     assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) != 0
     assert _reasons(conn, issued.key.id)[0] == "key revoked"
+
+
+def test_kick_drops_the_publisher_but_keeps_the_key(conn, server, stack_settings):
+    stream = _unique("cam")
+    issued = _key(conn, stack_settings, stream)
+    proc = publish(server.rtmp_url(f"live/{stream}?key={issued.secret}"), seconds=20)
+    assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
+    assert live.kick(conn, SYSTEM, stream, settings=stack_settings) == 1
+    proc.wait(10)
+    with pytest.raises(NotFound, match="no publisher is live"):
+        live.kick(conn, SYSTEM, stream, settings=stack_settings)
+    assert keys.get_key(conn, SYSTEM, issued.key.id).state() == "active"
+    assert [e.action for e in audit.entries(conn, area="streams", target=f"live/{stream}")] == ["stream.kick"]
 
 
 def test_revoked_or_expired_key_is_dropped_at_the_next_update(conn, server, stack_settings):
