@@ -16,6 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from backend.config import get_settings
 from backend.errors import NotFound
 from backend.health.findings import Finding
 from backend.health.risk.store import RiskPrediction, get_risk
@@ -29,7 +30,6 @@ SUMMARY_METRICS: tuple[str, ...] = (
 )
 """The metrics shown per GPU in the fleet overview (the detail view has them all)."""
 STATUSES = ("healthy", "warning", "critical", "unknown")
-DEFAULT_STALE_AFTER = timedelta(seconds=120)
 _LATEST_LOOKBACK = timedelta(days=1)
 
 
@@ -81,6 +81,13 @@ class HostRollup:
     total_power_w: float | None
 
 
+def _fresh_after(now: datetime | None, stale_after: timedelta | None) -> datetime:
+    """Samples older than this make a GPU stale (`unknown`); the limit is the health engine's
+    HEALTH_STALE_AFTER_S unless the caller gives one."""
+    limit = stale_after if stale_after is not None else timedelta(seconds=get_settings().health_stale_after_s)
+    return (now or datetime.now(UTC)) - limit
+
+
 _STATUS = sql.SQL("CASE WHEN g.last_seen < %(fresh_after)s THEN 'unknown' ELSE coalesce(h.status, 'unknown') END")
 _HEALTH = sql.SQL("LEFT JOIN gpu_health h ON h.gpu_uuid = g.gpu_uuid")
 
@@ -112,7 +119,7 @@ def fleet_overview(
     limit: int = 100,
     offset: int = 0,
     now: datetime | None = None,
-    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    stale_after: timedelta | None = None,
 ) -> FleetPage:
     """Every GPU (filtered, ordered by host and index, paginated) with its status and latest sample."""
     if status is not None and status not in STATUSES:
@@ -121,7 +128,7 @@ def fleet_overview(
         raise BadParameter("limit", "must be between 1 and 1000")
     if offset < 0:
         raise BadParameter("offset", "must be 0 or more")
-    fresh_after = (now or datetime.now(UTC)) - stale_after
+    fresh_after = _fresh_after(now, stale_after)
     params = {"host": host, "model": model, "status": status, "limit": limit, "offset": offset,
               "fresh_after": fresh_after, "lookback": _LATEST_LOOKBACK}
     filtered = sql.SQL(
@@ -147,10 +154,10 @@ def fleet_overview(
 
 def gpu_detail(
     conn: psycopg.Connection, gpu_uuid: str, *, now: datetime | None = None,
-    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    stale_after: timedelta | None = None,
 ) -> GpuDetail:
     """One GPU: inventory, every metric of its latest sample, status with findings, and failure risk."""
-    fresh_after = (now or datetime.now(UTC)) - stale_after
+    fresh_after = _fresh_after(now, stale_after)
     query = sql.SQL(
         """SELECT g.*, {status} AS status, h.status_since, h.evaluated_at, h.findings, l.*, x.extra
            FROM gpus g {health} {latest}
@@ -174,13 +181,13 @@ RollupKey = Literal["host", "datacenter"]
 
 def host_rollup(
     conn: psycopg.Connection, *, by: RollupKey = "host", now: datetime | None = None,
-    stale_after: timedelta = DEFAULT_STALE_AFTER,
+    stale_after: timedelta | None = None,
 ) -> list[HostRollup]:
     """Per host (or per datacenter: the `datacenter` label, else `zone`): GPU count, models, status counts and
     the latest temperature, utilization and power across its GPUs."""
     if by not in ("host", "datacenter"):
         raise BadParameter("by", "choose host or datacenter")
-    fresh_after = (now or datetime.now(UTC)) - stale_after
+    fresh_after = _fresh_after(now, stale_after)
     key = sql.SQL("g.host" if by == "host"
                   else "coalesce(g.labels->>'datacenter', g.labels->>'zone', '(unlabelled)')")
     query = sql.SQL(
