@@ -63,7 +63,9 @@ def evaluate_once(settings: Settings | None = None, *, now: datetime | None = No
     now = now or datetime.now(UTC)
     started = time.perf_counter()
     policy = HealthPolicy.from_settings(settings)
-    with connect(settings, autocommit=True) as conn:
+    # unprepared: each statement runs a handful of times per round, and poolers in transaction mode (PgBouncer)
+    # and the WebAssembly TimescaleDB used in tests cannot keep named prepared statements
+    with connect(settings, autocommit=True, prepare_threshold=None) as conn:
         fleet = load_fleet(conn, now, policy.load_window, policy.xid_load_window)
         results = [assess(history, now, policy) for history in fleet]
         with conn.transaction():

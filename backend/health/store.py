@@ -86,22 +86,24 @@ def finding_from_json(data: dict[str, Any]) -> Finding:
 
 
 def save_health(conn: psycopg.Connection, results: list[GpuHealth]) -> None:
-    """Upsert the latest status per GPU; `status_since` moves only when the status changes."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO gpu_health (gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at,
-                                       status_since)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (gpu_uuid) DO UPDATE SET
-                   host = EXCLUDED.host, gpu_index = EXCLUDED.gpu_index, model = EXCLUDED.model,
-                   findings = EXCLUDED.findings, last_seen = EXCLUDED.last_seen,
-                   evaluated_at = EXCLUDED.evaluated_at,
-                   status_since = CASE WHEN gpu_health.status = EXCLUDED.status THEN gpu_health.status_since
-                                       ELSE EXCLUDED.evaluated_at END,
-                   status = EXCLUDED.status""",
-            [
-                (r.gpu_uuid, r.host, r.gpu_index, r.model, r.status, Jsonb([finding_json(f) for f in r.findings]),
-                 r.last_seen, r.evaluated_at, r.evaluated_at)
-                for r in results
-            ],
-        )
+    """Upsert the latest status per GPU in one statement; `status_since` moves only when the status changes."""
+    if not results:
+        return
+    conn.execute(
+        """INSERT INTO gpu_health AS h (gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at,
+                                        status_since)
+           SELECT u.*, u.evaluated_at FROM unnest(%s::text[], %s::text[], %s::int2[], %s::text[], %s::text[],
+                                                  %s::jsonb[], %s::timestamptz[], %s::timestamptz[])
+                AS u(gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at)
+           ON CONFLICT (gpu_uuid) DO UPDATE SET
+               host = EXCLUDED.host, gpu_index = EXCLUDED.gpu_index, model = EXCLUDED.model,
+               findings = EXCLUDED.findings, last_seen = EXCLUDED.last_seen, evaluated_at = EXCLUDED.evaluated_at,
+               status_since = CASE WHEN h.status = EXCLUDED.status THEN h.status_since ELSE EXCLUDED.evaluated_at END,
+               status = EXCLUDED.status""",
+        (
+            [r.gpu_uuid for r in results], [r.host for r in results], [r.gpu_index for r in results],
+            [r.model for r in results], [r.status for r in results],
+            [Jsonb([finding_json(f) for f in r.findings]) for r in results],
+            [r.last_seen for r in results], [r.evaluated_at for r in results],
+        ),
+    )

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from backend.db.migrate import profile_of
 from backend.health.history import GpuHistory, Sample
 from backend.telemetry.sink.partitions import ensure_partitions
 
@@ -38,8 +39,10 @@ def history(samples: list[tuple[datetime, Mapping[str, float | None]]], *, model
 
 def store(conn: psycopg.Connection, uuid: str, samples: list[tuple[datetime, Mapping[str, float | None]]], *,
           host: str = "node-a", index: int = 0, model: str = H100) -> None:
-    """Write samples into `gpu_metrics` (creating the day partitions) and the GPU into the `gpus` inventory."""
-    ensure_partitions(conn, {t.date() for t, _ in samples})
+    """Write samples into `gpu_metrics` (creating day partitions on the postgres profile) and the GPU into `gpus`;
+    plain INSERTs, so this works on the WebAssembly TimescaleDB too."""
+    if profile_of(conn) == "postgres":
+        ensure_partitions(conn, {t.date() for t, _ in samples})
     columns = sorted({name for _, values in samples for name in values})
     insert = sql.SQL("INSERT INTO gpu_metrics (time, gpu_uuid, host, gpu_index, {}) VALUES ({})").format(
         sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder() * (4 + len(columns))))

@@ -25,7 +25,7 @@ def predict_fleet(settings: Settings | None = None, *, now: datetime | None = No
     model = load_latest(model_dir or settings.health_model_dir)
     policy = HealthPolicy.from_settings(settings)
     lookback = timedelta(hours=model.lookback_h)
-    with connect(settings, autocommit=True) as conn:
+    with connect(settings, autocommit=True, prepare_threshold=None) as conn:
         fleet = [h for h in load_fleet(conn, now, lookback + timedelta(minutes=5)) if h.samples]
         if not fleet:
             return []
