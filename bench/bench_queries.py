@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -189,7 +190,8 @@ def main() -> None:
     else:
         from backend.embedded.postgres import EmbeddedPostgres
 
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-queries-")) / "data", keep_data=False)
+        scratch = Path(tempfile.mkdtemp(prefix="bench-queries-"))
+        server = EmbeddedPostgres(scratch / "data", keep_data=False)
         admin_url = server.start()
     name = f"bench_queries_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -242,6 +244,7 @@ def main() -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if server is not None:
             server.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\n{args.gpus} GPUs × {args.hours} h at {args.interval} s = {rows:,} samples; p50 / p95 over "
           f"{args.runs} runs (baseline fleet: {max(5, args.runs // 4)} runs)")
