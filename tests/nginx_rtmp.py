@@ -86,15 +86,14 @@ class NginxRtmp:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/{path}"
 
     def start(self) -> None:
-        for sub in ("conf", "logs", "tmp"):
-            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
+        self.prefix.mkdir(parents=True, exist_ok=True)
         config = render(RenderOptions(prefix=self.prefix, callback_url=self.callback_url,
                                       rtmp_listen=f"127.0.0.1:{self.rtmp_port}",
                                       http_listen=f"127.0.0.1:{self.http_port}",
                                       update_timeout=f"{UPDATE_TIMEOUT_S}s", play_control=True))
-        (self.prefix / "conf" / "nginx.conf").write_text(config)
-        self._proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", "conf/nginx.conf", "-e", "logs/error.log"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        (self.prefix / "nginx.conf").write_text(config)
+        self._proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-e", "error.log",
+                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.rtmp_port)
         wait_for_port(self.http_port)
 
@@ -112,7 +111,7 @@ class NginxRtmp:
         return httpx.get(self.stat_url, timeout=3).text
 
     def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in (self.prefix / "logs").glob("*.log"))
+        return "".join(p.read_text(errors="replace") for p in self.prefix.glob("*.log"))
 
 
 def publish(url: str, seconds: float, *, realtime: bool = True) -> subprocess.Popen:

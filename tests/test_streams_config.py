@@ -54,19 +54,28 @@ def test_rendered_config_has_the_safe_settings_and_passes_its_own_check(tmp_path
     for line in ("load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;", "worker_processes 1;",
                  "notify_method post;", "notify_update_timeout 15s;", "drop_idle_publisher 10s;",
                  "on_publish http://10.0.0.5:8080/rtmp/on_publish;", "listen 127.0.0.1:8088;",
-                 f"client_body_temp_path {tmp_path / 'tmp' / 'client_body'};"):
+                 f"client_body_temp_path {tmp_path / 'client_body_temp'};", f"error_log {tmp_path / 'error.log'} warn;",
+                 "allow 127.0.0.1/32;"):
         assert line in text
     assert "{{" not in text and "on_play" not in text
+    assert not any(line.strip().startswith("daemon") for line in text.splitlines())  # `nginx -g "daemon off;"` works
     assert check_config(text) == []
+
+
+def test_container_render_opens_stat_to_the_private_network_only(tmp_path):
+    text = render(RenderOptions(prefix=tmp_path, http_listen="0.0.0.0:8088", stat_allow=("172.16.0.0/12",),
+                                error_log="stderr"))
+    assert "allow 172.16.0.0/12;" in text and "error_log stderr warn;" in text and "listen 0.0.0.0:8088;" in text
+    assert check_config(text) == []
+    with pytest.raises(InvalidInput, match="private networks"):
+        render(RenderOptions(prefix=tmp_path, http_listen="0.0.0.0:8088", stat_allow=("8.8.8.0/24",)))
 
 
 @pytest.mark.skipif(bool(tools_missing()), reason="needs nginx with libnginx-mod-rtmp")
 def test_rendered_config_is_accepted_by_nginx(tmp_path):
-    for sub in ("conf", "logs", "tmp"):
-        (tmp_path / sub).mkdir()
-    (tmp_path / "conf" / "nginx.conf").write_text(render(RenderOptions(prefix=tmp_path, play_control=True)))
-    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", "conf/nginx.conf", "-e", "logs/error.log"],
-                            capture_output=True, text=True, timeout=30)
+    (tmp_path / "nginx.conf").write_text(render(RenderOptions(prefix=tmp_path, play_control=True)))
+    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", "nginx.conf", "-e", "error.log",
+                             "-g", "daemon off;"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
 
@@ -74,7 +83,8 @@ def test_rendered_config_is_accepted_by_nginx(tmp_path):
     ({"callback_url": "https://api.example.com"}, "plain http:// URLs only"),
     ({"app": "live;evil"}, "invalid application"),
     ({"update_timeout": "30s; on_publish x"}, "invalid update-timeout"),
-    ({"http_listen": "0.0.0.0:8088"}, "must bind loopback"),
+    ({"http_listen": "0.0.0.0:8088"}, "is not loopback"),
+    ({"stat_allow": ("nope",)}, "invalid --stat-allow"),
 ])
 def test_unsafe_render_options_are_refused(tmp_path, options, message):
     with pytest.raises(InvalidInput, match=message):

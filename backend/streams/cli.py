@@ -212,24 +212,28 @@ def lockouts(
 @app.command("nginx-config")
 @friendly_errors
 def nginx_config_cmd(
-    prefix: Path = typer.Option(Path("/var/lib/stream-platform/nginx"), "--prefix", help="nginx -p PREFIX"),
+    prefix: Path = typer.Option(Path("/var/lib/nginx"), "--prefix", help="an existing directory nginx may write to"),
     callback_url: str = typer.Option(None, "--callback-url", help="the API's http:// base (default API_BASE_URL)"),
     rtmp_listen: str = typer.Option("1935", "--rtmp-listen", help="RTMP listen address"),
-    http_listen: str = typer.Option("127.0.0.1:8088", "--http-listen", help="loopback address for /stat, /control"),
+    http_listen: str = typer.Option("127.0.0.1:8088", "--http-listen", help="address for /stat and /control"),
+    stat_allow: list[str] = typer.Option(["127.0.0.1"], "--stat-allow",
+                                         help="private network allowed to use /stat and /control (repeatable)"),
+    error_log: str = typer.Option(None, "--error-log", help="file or `stderr` (default PREFIX/error.log)"),
     app_name: str = typer.Option("live", "--app", help="nginx-rtmp application"),
     update_timeout: str = typer.Option("30s", "--update-timeout", help="on_update interval"),
     play_control: bool = typer.Option(False, "--play-control", help="call on_play: only live streams play"),
     output: Path = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
 ) -> None:
-    """Render the nginx-rtmp config (run it with `nginx -p PREFIX -c FILE`)."""
+    """Render the nginx-rtmp config; run it with `nginx -c FILE -g "daemon off;"`."""
     text = nginx_config.render(nginx_config.RenderOptions(
         prefix=prefix, callback_url=callback_url or get_settings().api_base_url, rtmp_listen=rtmp_listen,
-        http_listen=http_listen, app=app_name, update_timeout=update_timeout, play_control=play_control))
+        http_listen=http_listen, stat_allow=tuple(stat_allow), error_log=error_log, app=app_name,
+        update_timeout=update_timeout, play_control=play_control))
     if output is None:
         typer.echo(text, nl=False)
         return
     output.write_text(text, encoding="utf-8")
-    console.print(f"wrote {output}; nginx needs the directories logs/ and tmp/ under {prefix}")
+    console.print(f"wrote {output}")
 
 
 @app.command("check-config")

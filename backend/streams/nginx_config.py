@@ -4,6 +4,7 @@ callbacks, access logs that record keys)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ class RenderOptions:
     update_timeout: str = "30s"
     drop_idle_publisher: str = "10s"
     play_control: bool = False
-    daemon: bool = False
+    stat_allow: tuple[str, ...] = ("127.0.0.1",)
+    error_log: str | None = None  # default PREFIX/error.log; `stderr` in containers
     module_path: str = MODULE_PATH
 
 
@@ -44,13 +46,16 @@ def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
     for name in ("update_timeout", "drop_idle_publisher"):
         if not _DURATION.match(getattr(options, name)):
             raise InvalidInput(f"invalid {name.replace('_', '-')} {getattr(options, name)!r}: use e.g. 30s")
-    if not _listen_is_loopback(options.http_listen):
-        raise InvalidInput(f"invalid --http-listen {options.http_listen!r}: /stat and /control must bind loopback")
+    allowed = [_private_network(cidr) for cidr in options.stat_allow]
+    if not _listen_is_loopback(options.http_listen) and all(net.is_loopback for net in allowed):
+        raise InvalidInput(f"--http-listen {options.http_listen!r} is not loopback: name the platform's network with "
+                           "--stat-allow CIDR, or keep /stat and /control on 127.0.0.1")
     base = options.callback_url.rstrip("/")
     values = {
         "module_path": options.module_path,
-        "daemon": "on" if options.daemon else "off",
         "prefix": str(options.prefix),
+        "error_log": options.error_log or f"{options.prefix}/error.log",
+        "stat_allow": "\n".join(f"            allow {net};" for net in allowed),
         "rtmp_listen": options.rtmp_listen,
         "http_listen": options.http_listen,
         "app": options.app,
@@ -60,6 +65,17 @@ def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
         "play_control": f"            on_play {base}/rtmp/on_play;" if options.play_control else "",
     }
     return _PLACEHOLDER.sub(lambda m: values[m[1]], template.read_text(encoding="utf-8"))
+
+
+def _private_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A network /stat and /control may be opened to: loopback or private, never public."""
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise InvalidInput(f"invalid --stat-allow {cidr!r}: use a CIDR like 172.16.0.0/12") from None
+    if not (net.is_loopback or net.is_private):
+        raise InvalidInput(f"invalid --stat-allow {cidr!r}: /stat and /control may only be opened to private networks")
+    return net
 
 
 def _listen_is_loopback(listen: str) -> bool:
@@ -153,12 +169,22 @@ def check_config(text: str) -> list[Finding]:
     return sorted(findings, key=lambda f: f.line)
 
 
+def _is_private(value: str) -> bool:
+    if value == "unix:":
+        return True
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False  # `all` or a name
+    return net.is_loopback or net.is_private
+
+
 def _public_location(directives: list[_Directive], d: _Directive) -> list[Finding]:
     """A stat/control location is private when its server listens on loopback only or it denies all others."""
     siblings = [x for x in directives if x.context == d.context]
-    allowed = {x.args[0] for x in siblings if x.name == "allow" and x.args}
+    allowed = [x.args[0] for x in siblings if x.name == "allow" and x.args]
     denies_all = any(x.name == "deny" and x.args[:1] == ("all",) for x in siblings)
-    if denies_all and allowed <= {"127.0.0.1", "::1", "unix:"}:
+    if denies_all and all(_is_private(a) for a in allowed):
         return []
     server = d.context[:-1]
     listens = [x for x in directives if x.name == "listen" and x.context == server]
