@@ -235,3 +235,31 @@ def test_only_nginx_networks_may_call_the_callbacks(settings):
     assert narrow.caller_allowed("192.0.2.77") and not narrow.caller_allowed("127.0.0.1")
     with pytest.raises(ConfigError, match="STREAMS_CALLBACK_ALLOWED_NETS"):
         CallbackGate(settings.model_copy(update={"streams_callback_allowed_nets": ["nope"]}))
+
+
+def test_cli_tables(settings, db, monkeypatch):
+    monkeypatch.setenv("STREAM_KEY_PEPPER", "cli-pepper-" + "z" * 40)
+    monkeypatch.setenv("COLUMNS", "200")  # rich reads it on every print: no wrapped cells
+    from backend.config import get_settings
+
+    get_settings.cache_clear()
+    issued = keys.create_key(db, SYSTEM, key_pepper(get_settings()), "cam8", owner="news")
+    db.execute("""INSERT INTO live_streams (app, stream, key_id, addr, client_id, stats)
+                  VALUES ('live', 'cam8', %s, '192.0.2.8', '3', '{"bw_in_kbps": 812.4, "video_codec": "H264",
+                          "width": 1280, "height": 720, "frame_rate": 30, "clients": 2}')""", (issued.key.id,))
+    db.execute("""INSERT INTO stream_auth_attempts (call, addr, app, stream, key_id, outcome, reason)
+                  VALUES ('publish', '192.0.2.8', 'live', 'cam8', %s, 'deny', 'key expired')""", (issued.key.id,))
+    db.execute("INSERT INTO stream_auth_failures VALUES ('192.0.2.9', 2, now(), now(), NULL)")
+    listed = runner.invoke(app, ["streams", "keys", "list"])
+    assert listed.exit_code == 0 and issued.key.id in listed.output and issued.secret not in listed.output
+    assert issued.key.key_prefix in listed.output and "news" in listed.output
+    live_out = runner.invoke(app, ["streams", "live"])
+    assert live_out.exit_code == 0 and "live/cam8" in live_out.output and "H264 1280x720" in live_out.output
+    audit_out = runner.invoke(app, ["streams", "audit", "--outcome", "deny"])
+    assert audit_out.exit_code == 0 and "key expired" in audit_out.output
+    bad = runner.invoke(app, ["streams", "audit", "--outcome", "maybe"])
+    assert bad.exit_code == 2 and "invalid --outcome 'maybe'" in bad.output
+    locks = runner.invoke(app, ["streams", "lockouts"])
+    assert locks.exit_code == 0 and "192.0.2.9" in locks.output
+    cleared = runner.invoke(app, ["streams", "lockouts", "--clear", "192.0.2.9"])
+    assert cleared.exit_code == 0 and "cleared 1 address" in cleared.output
