@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     health_webhook_retries: int = Field(default=3, ge=0)
     health_risk_horizon_h: int = Field(default=24, ge=1)
     health_model_dir: Path = Path(".data/models")
+    health_predict_every_s: int = Field(default=300, ge=30)
 
     # -- api and console ------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -85,16 +85,31 @@ def evaluate_once(settings: Settings | None = None, *, now: datetime | None = No
 
 def evaluate_loop(settings: Settings | None = None, *, every_s: float, stop: threading.Event,
                   on_summary: Callable[[EvaluationSummary], None] | None = None) -> None:
-    """Evaluate every `every_s` seconds until `stop` is set; a database outage is logged and retried next round."""
+    """Evaluate every `every_s` seconds until `stop` is set, and refresh risk predictions every
+    `HEALTH_PREDICT_EVERY_S` once a model has been trained. A database outage is logged and retried next round."""
+    settings = settings or get_settings()
+    next_prediction = 0.0
     while not stop.is_set():
         began = time.monotonic()
         try:
             summary = evaluate_once(settings)
             if on_summary is not None:
                 on_summary(summary)
+            if began >= next_prediction:
+                next_prediction = began + settings.health_predict_every_s
+                _refresh_risk(settings)
         except psycopg.OperationalError as exc:
             log.warning("health evaluation skipped: database unavailable (%s)", type(exc).__name__)
         stop.wait(max(0.0, every_s - (time.monotonic() - began)))
+
+
+def _refresh_risk(settings: Settings) -> None:
+    try:
+        scored = predict_fleet(settings)
+    except NotFound as exc:
+        log.info("risk predictions skipped: %s", exc)
+        return
+    log.info("risk: scored %d GPUs", len(scored))
 
 
 def _health_row(row: dict) -> GpuHealth:

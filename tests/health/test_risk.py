@@ -3,7 +3,8 @@ baseline on held-out seeds, versioned model files, and predictions stored per GP
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from threadpoolctl import threadpool_limits
@@ -90,3 +91,26 @@ def test_predictions_stored_with_top_features(settings, db, trained):
     assert [p.gpu_uuid for p in stored] == ["GPU-hot", "GPU-calm"]
     assert stored[0].top_features == hot.top_features
     assert stored[0].features["temp_max"] == pytest.approx(90.0)
+
+
+def test_evaluation_loop_refreshes_predictions(settings, db, trained, monkeypatch):
+    _, _, out = trained
+    monkeypatch.setenv("HEALTH_MODEL_DIR", str(out))
+    from backend.config import get_settings
+
+    get_settings.cache_clear()
+    store(db, "GPU-live", rows(60, end=datetime.now(UTC).replace(microsecond=0)))
+    stop, summaries = threading.Event(), []
+
+    def on_summary(summary):
+        summaries.append(summary)
+        if len(summaries) == 2:
+            stop.set()
+
+    loop = threading.Thread(target=service.evaluate_loop, kwargs={"every_s": 0.05, "stop": stop,
+                                                                   "on_summary": on_summary})
+    loop.start()
+    loop.join(60)
+    assert not loop.is_alive() and len(summaries) == 2
+    assert [p.gpu_uuid for p in service.fleet_risk(db)] == ["GPU-live"]
+    assert service.gpu_detail(db, "GPU-live").risk.model_version == risk_model.load_latest(out).version
