@@ -29,8 +29,15 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint tests/timescale/node_modules
 	$(BIN)/python -m pytest -m "not gpu"
+
+# TimescaleDB (PGlite WebAssembly build) for the timescaledb-profile tests: Node.js and npm, then `npm ci`.
+tests/timescale/node_modules: tests/timescale/package.json tests/timescale/package-lock.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	cd tests/timescale && npm ci --no-audit --no-fund
+	touch $@
 
 demo: $(STAMP)
 	$(BIN)/stream-platform demo

@@ -69,15 +69,16 @@ def build_batch(messages: list[Message], telemetry_topic: str, window: TimeWindo
             batch.offsets[(topic, partition)] = offset + 1
         try:
             if topic == telemetry_topic:
-                _add_sample(batch, message.value(), window)
+                add_sample(batch, message.value(), window)
             else:
-                _add_tokens(batch, message.value(), window)
+                add_tokens(batch, message.value(), window)
         except Rejected as rejected:
             batch.rejected.append((message, rejected))
     return batch
 
 
-def _add_sample(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
+def add_sample(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
+    """Validate one gpu.metrics.v1 message into the batch (raises `Rejected`)."""
     sample, columns, extra = decode_gpu_sample(value, window)
     get = columns.get
     batch.metric_rows.append(
@@ -92,7 +93,8 @@ def _add_sample(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
         known.merge(seen)
 
 
-def _add_tokens(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
+def add_tokens(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
+    """Validate one token.usage.v1 message into the batch (raises `Rejected`)."""
     u = decode_token_usage(value, window)
     batch.token_rows.append(
         (u.ts, u.host, u.gpu_uuid, u.served_model, u.interval_s, u.requests, u.prompt_tokens, u.completion_tokens,

@@ -23,6 +23,7 @@ from backend.telemetry.sink.rollups import insert_with_rollups
 
 log = logging.getLogger(__name__)
 
+_MAX_PARAMS = 32767  # bind parameters per statement (the protocol allows 65535)
 _PG_TYPES = {"double precision": "float8", "bigint": "int8"}
 METRIC_TYPES = ("timestamptz", "text", "text", "int2", *(_PG_TYPES[f.sql_type] for f in FIELDS), "jsonb")
 TOKEN_TYPES = ("timestamptz", "text", "text", "text", "float8", "int8", "int8", "int8", "float8", "float8", "jsonb")
@@ -75,10 +76,12 @@ class PostgresWriter:
     def _connection(self) -> psycopg.Connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = connect(self._settings, autocommit=True)
+        # A few large statements per batch: server-side preparing buys nothing, and servers that share one
+        # session between connections (PGlite) would see clashing statement names.
+        conn = connect(self._settings, autocommit=True, prepare_threshold=None)
         self._profile = profile_of(conn)
-        conn.execute("CREATE TEMP TABLE _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
-        conn.execute("CREATE TEMP TABLE _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
         move = _move("_stage_metrics", "gpu_metrics", METRIC_COLUMNS)
         self._metrics_sql = insert_with_rollups(move) if self._profile == "postgres" else _counted(move)
         self._known_days = set()
@@ -117,7 +120,13 @@ class PostgresWriter:
               rows: list[tuple]) -> None:
         cols = ", ".join(columns)
         if not self._use_copy:
-            cur.executemany(f"INSERT INTO {stage} ({cols}) VALUES ({', '.join(['%s'] * len(columns))})", rows)
+            # multi-row VALUES, not executemany: its pipelined messages crash the WebAssembly server
+            placeholder = f"({', '.join(['%s'] * len(columns))})"
+            step = _MAX_PARAMS // len(columns)
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                cur.execute(f"INSERT INTO {stage} ({cols}) VALUES {', '.join([placeholder] * len(chunk))}",
+                            [value for row in chunk for value in row])
             return
         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(list(types))

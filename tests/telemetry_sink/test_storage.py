@@ -1,0 +1,55 @@
+"""The storage contract on the postgres profile, and partition/retention upkeep."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from backend.telemetry.sink.partitions import ensure_partitions, existing_partitions, maintain
+from tests.telemetry_sink.contract import RAW, columns_of, rollup_columns
+
+
+def test_tables_and_views_follow_the_contract(db):
+    raw = columns_of(db, "gpu_metrics")
+    assert list(raw) == list(RAW) and raw == RAW
+    assert columns_of(db, "gpu_metrics_1m") == rollup_columns() == columns_of(db, "gpu_metrics_1h")
+    assert set(columns_of(db, "gpus")) == {"gpu_uuid", "host", "gpu_index", "model", "driver", "labels",
+                                           "first_seen", "last_seen"}
+    assert set(columns_of(db, "token_usage")) == {
+        "time", "host", "gpu_uuid", "served_model", "interval_s", "requests", "prompt_tokens", "completion_tokens",
+        "latency_ms_p50", "latency_ms_p95", "labels"}
+    keys = db.execute("SELECT conrelid::regclass::text AS rel, pg_get_constraintdef(oid) AS def FROM pg_constraint "
+                      "WHERE contype IN ('p', 'u') AND conrelid::regclass::text IN "
+                      "('gpu_metrics', 'token_usage', 'gpu_metrics_1m_state', 'gpu_metrics_1h_state')").fetchall()
+    assert {(k["rel"], k["def"]) for k in keys} == {
+        ("gpu_metrics", "PRIMARY KEY (gpu_uuid, \"time\")"),
+        ("token_usage", "UNIQUE (gpu_uuid, served_model, \"time\")"),
+        ("gpu_metrics_1m_state", "PRIMARY KEY (gpu_uuid, bucket)"),
+        ("gpu_metrics_1h_state", "PRIMARY KEY (gpu_uuid, bucket)"),
+    }
+    strategy = db.execute("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'gpu_metrics'::regclass")
+    assert strategy.fetchone()["partstrat"] == "r"
+
+
+def test_maintain_creates_ahead_and_applies_retention(settings, db):
+    today = date(2026, 3, 20)
+    old_days = [today - timedelta(days=n) for n in (20, 15, 14, 13)]
+    assert ensure_partitions(db, old_days) == sorted(old_days)
+    assert ensure_partitions(db, old_days) == []  # idempotent
+    midnight = datetime(2026, 3, 20, tzinfo=UTC)
+    db.execute("INSERT INTO gpu_metrics (time, gpu_uuid, host, gpu_index) VALUES (%s, 'GPU-old1', 'h', 0), "
+               "(%s, 'GPU-kept', 'h', 0)", (midnight - timedelta(days=20), midnight - timedelta(days=13, hours=1)))
+    for table, age in (("gpu_metrics_1m_state", 91), ("gpu_metrics_1m_state", 89), ("gpu_metrics_1h_state", 731)):
+        db.execute(f"INSERT INTO {table} (bucket, gpu_uuid, host, gpu_index, samples) VALUES (%s, 'GPU-x', 'h', 0, 1)",
+                   (midnight - timedelta(days=age),))
+
+    report = maintain(settings, today=today)
+
+    assert report.profile == "postgres"
+    assert report.partitions_created == [today + timedelta(days=n) for n in range(4)]
+    assert report.partitions_dropped == [today - timedelta(days=20), today - timedelta(days=15)]
+    assert existing_partitions(db) == {today - timedelta(days=14), today - timedelta(days=13),
+                                       *(today + timedelta(days=n) for n in range(4))}
+    assert [r["gpu_uuid"] for r in db.execute("SELECT gpu_uuid FROM gpu_metrics")] == ["GPU-kept"]
+    assert report.rows_deleted == {"gpu_metrics_1m_state": 1, "gpu_metrics_1h_state": 1, "token_usage": 0}
+    again = maintain(settings, today=today)
+    assert again.partitions_created == again.partitions_dropped == [] and sum(again.rows_deleted.values()) == 0
