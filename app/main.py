@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import components.charts  # noqa: F401 -- loads Plotly at start-up, not when the first chart page opens (~1 s)
 import streamlit as st
 from components import nav, session
 from components.errors import guarded

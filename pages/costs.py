@@ -43,11 +43,24 @@ def load(start: datetime, end: datetime, group_by: str, idle_pct: float) -> obje
         return spend.cost_summary(conn, start, end, group_by=group_by, idle_threshold_pct=idle_pct)
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def headline(start: datetime, end: datetime, idle_pct: float) -> tuple[object, object]:
+    """The month projection and auto-shutdown savings (both scan the month's rollups: cached for a minute)."""
+    with connection() as conn:
+        month = projection.month_projection(conn, end, idle_threshold_pct=idle_pct)
+        saved = savings.savings(conn, start, end, vm_state.stopped_intervals(conn, start, end)) if vm_state else None
+    return month, saved
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def per_model(start: datetime, end: datetime) -> list:
+    with connection() as conn:
+        return tokens.token_costs(conn, start, end)
+
+
 with guarded("Spend"):
     total = load(start, end, "total", idle_pct).total
-    with connection() as conn:
-        month = projection.month_projection(conn, idle_threshold_pct=idle_pct)
-        saved = savings.savings(conn, start, end, vm_state.stopped_intervals(conn, start, end)) if vm_state else None
+    month, saved = headline(start, end, idle_pct)
     cols = st.columns(5)
     cols[0].metric("Spend", fmt.money(total.cost_usd), help=f"{total.gpu_hours:,.1f} GPU-hours in the range")
     cols[1].metric("Idle cost", fmt.money(total.idle_cost_usd),
@@ -94,9 +107,8 @@ with guarded("Spend by group"):
 
 st.subheader("Cost per 1M tokens")
 with guarded("Token costs"):
-    with connection() as conn:
-        per_model = tokens.token_costs(conn, start, end)
-    if not per_model:
+    models = per_model(start, end)
+    if not models:
         st.info("No token usage in this range: inference servers report it on the token.usage.v1 topic.")
     else:
         st.dataframe(pd.DataFrame([{
@@ -109,7 +121,7 @@ with guarded("Token costs"):
             "tokens/s/GPU": round(t.tokens_per_second_per_gpu, 1) if t.tokens_per_second_per_gpu else None,
             "p95 ms": round(t.latency_ms_p95, 1) if t.latency_ms_p95 else None,
             "uncosted tokens": t.uncosted_tokens,
-        } for t in per_model]), hide_index=True)
+        } for t in models]), hide_index=True)
 
 st.subheader("Price catalog")
 with guarded("Prices"):

@@ -1,4 +1,8 @@
-"""Overview: is anything on fire? GPUs by status, open alerts, spend, live streams, VMs and the pipeline."""
+"""Overview: is anything on fire? GPUs by status, open alerts, spend, live streams, VMs and the pipeline.
+
+Each panel is a parallel fragment: the panels query different areas, so they run side by side and the page is as
+slow as its slowest panel, not as the sum of them. Each refreshes on its own timer.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import streamlit as st
 from components import fmt
 from components.backends import not_available, optional
 from components.db import connection
-from components.errors import boundary, guarded
+from components.errors import boundary
 from components.nav import link
 from components.session import principal
 
@@ -23,24 +27,52 @@ live = optional("backend.streams.live")
 vm = optional("backend.vm.service")
 pipeline = optional("backend.telemetry.pipeline_status")
 
+
+@st.cache_data(ttl=15, show_spinner=False)
+def fleet_numbers() -> tuple[Counter, list]:
+    with connection() as conn:
+        page = fleet.fleet_overview(conn, limit=1000)
+        return Counter(g.status for g in page.items), fleet.host_rollup(conn)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def spend_numbers(hour: datetime) -> tuple[float, float, float, float]:
+    """Today, idle today, month to date, month projection; spend moves slowly, so at most every 5 minutes."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    with connection() as conn:
+        today = spend.cost_summary(conn, midnight, now, group_by="total").total
+        month = projection.month_projection(conn, now)
+    return today.cost_usd, today.idle_cost_usd, month.month_to_date_usd, month.projected_month_usd
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def vm_rows(who: str) -> list[dict]:
+    return [{"name": i.name, "status": i.status, "zone": i.zone, "auto-shutdown": i.autoshutdown or "no agent report"}
+            for i in vm.list_vms(me)]
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def pipeline_numbers(who: str) -> tuple[float, int]:
+    """Ingest rate and total lag; asking the broker takes a moment, so at most every 30 s."""
+    return pipeline.ingest_rate(me, minutes=5).rows_per_s, sum(p.lag for p in pipeline.consumer_lag(me))
+
+
 st.title("Overview")
-st.caption(f"As of {fmt.when(datetime.now(UTC))} · panels refresh every 30 s")
+st.caption(f"As of {fmt.when(datetime.now(UTC))} · panels refresh on their own")
 
 
-@st.fragment(run_every="30s")
+@st.fragment(run_every="30s", parallel=True)
 @boundary("GPUs")
 def gpus_panel() -> None:
     st.subheader("GPUs")
     if fleet is None:
         not_available("GPU status")
         return
-    with connection() as conn:
-        page = fleet.fleet_overview(conn, limit=1000)
-        hosts = fleet.host_rollup(conn)
-    if page.total == 0:
+    counts, hosts = fleet_numbers()
+    if not hosts:
         st.info("No GPU has reported yet: start a collector and the sink.", icon=":material/info:")
         return
-    counts = Counter(g.status for g in page.items)
     cols = st.columns(4)
     for col, status in zip(cols, ("healthy", "warning", "critical", "unknown"), strict=True):
         col.metric(status.capitalize(), counts.get(status, 0))
@@ -49,11 +81,11 @@ def gpus_panel() -> None:
         "warning": h.status_counts.get("warning", 0), "stale": h.stale_gpus,
         "avg temp °C": round(h.avg_gpu_temp or 0, 1), "avg util %": round(h.avg_gpu_util or 0, 1),
         "power kW": round((h.total_power_w or 0) / 1000, 2),
-    } for h in hosts]), hide_index=True)
+    } for h in hosts]), hide_index=True, height=250)
     link(me, "gpu_health.py", "Open GPU Health")
 
 
-@st.fragment(run_every="30s")
+@st.fragment(run_every="30s", parallel=True)
 @boundary("Alerts")
 def alerts_panel() -> None:
     st.subheader("Open alerts")
@@ -62,10 +94,9 @@ def alerts_panel() -> None:
         return
     with connection() as conn:
         active = health.list_alerts(conn, states=("open",), limit=200)
-    critical = sum(a.severity == "critical" for a in active)
     cols = st.columns(2)
     cols[0].metric("Open", len(active))
-    cols[1].metric("Critical", critical)
+    cols[1].metric("Critical", sum(a.severity == "critical" for a in active))
     if active:
         st.dataframe(pd.DataFrame([{"severity": a.severity, "GPU": f"{a.host} · {a.gpu_index}", "title": a.title,
                                     "since": fmt.ago(a.since)} for a in active[:8]]), hide_index=True)
@@ -74,25 +105,23 @@ def alerts_panel() -> None:
     link(me, "alerts.py", "Open Alerts")
 
 
+@st.fragment(run_every="5m", parallel=True)
+@boundary("Spend")
 def spend_panel() -> None:
     st.subheader("Spend")
     if spend is None or projection is None:
         not_available("Costs")
         return
-    now = datetime.now(UTC)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    with connection() as conn:
-        today = spend.cost_summary(conn, midnight, now, group_by="total").total if now > midnight else None
-        month = projection.month_projection(conn, now)
+    today, idle, month_to_date, projected = spend_numbers(datetime.now(UTC).replace(minute=0, second=0,
+                                                                                    microsecond=0))
     cols = st.columns(3)
-    cols[0].metric("Today", fmt.money(today.cost_usd if today else 0.0),
-                   help=f"idle: {fmt.money(today.idle_cost_usd)}" if today else None)
-    cols[1].metric("Month to date", fmt.money(month.month_to_date_usd))
-    cols[2].metric("Month projection", fmt.money(month.projected_month_usd))
+    cols[0].metric("Today", fmt.money(today), help=f"of which idle: {fmt.money(idle)}")
+    cols[1].metric("Month to date", fmt.money(month_to_date))
+    cols[2].metric("Month projection", fmt.money(projected))
     link(me, "costs.py", "Open Costs")
 
 
-@st.fragment(run_every="30s")
+@st.fragment(run_every="15s", parallel=True)
 @boundary("Live streams")
 def streams_panel() -> None:
     st.subheader("Live streams")
@@ -103,36 +132,33 @@ def streams_panel() -> None:
         streams = live.list_live(conn, me)
     st.metric("Live now", len(streams))
     if streams:
+        now = datetime.now(UTC)
         st.dataframe(pd.DataFrame([{"stream": f"{s.app}/{s.stream}", "owner": s.owner or "–",
                                     "bitrate": fmt.bitrate((s.bitrate_kbps or 0) * 1000),
-                                    "uptime": fmt.duration(datetime.now(UTC) - s.started_at)}
-                                   for s in streams[:8]]), hide_index=True)
+                                    "uptime": fmt.duration(now - s.started_at)} for s in streams[:8]]),
+                     hide_index=True)
     else:
         st.caption("Nobody is publishing right now.")
     link(me, "streams.py", "Open Streams")
 
 
+@st.fragment(run_every="30s", parallel=True)
+@boundary("VMs")
 def vms_panel() -> None:
     st.subheader("VMs and auto-shutdown")
     if vm is None:
         not_available("VM status")
         return
-    instances = vm.list_vms(me)
-    if not instances:
-        st.caption("No VMs found.")
+    rows = vm_rows(me.name)
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:
-        st.dataframe(pd.DataFrame([{"name": i.name, "status": i.status, "zone": i.zone,
-                                    "auto-shutdown": i.autoshutdown or "no agent report"} for i in instances]),
-                     hide_index=True)
+        st.caption("No VMs found.")
     link(me, "vms.py", "Open VMs")
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def pipeline_numbers(who: str) -> tuple[float, int]:
-    """Ingest rate and total lag; asking the broker takes a moment, so at most every 30 s."""
-    return pipeline.ingest_rate(me, minutes=5).rows_per_s, sum(p.lag for p in pipeline.consumer_lag(me))
-
-
+@st.fragment(run_every="30s", parallel=True)
+@boundary("Pipeline")
 def pipeline_panel() -> None:
     st.subheader("Pipeline")
     if pipeline is None:
@@ -148,12 +174,9 @@ def pipeline_panel() -> None:
 left, right = st.columns(2)
 with left:
     gpus_panel()
-    with guarded("Spend"):
-        spend_panel()
-    with guarded("Pipeline"):
-        pipeline_panel()
+    spend_panel()
+    pipeline_panel()
 with right:
     alerts_panel()
     streams_panel()
-    with guarded("VMs"):
-        vms_panel()
+    vms_panel()

@@ -1,0 +1,146 @@
+"""Console page-ready time in a real browser with a 256-GPU fleet (goal: Overview and GPU Health < 2 s).
+
+Starts its own embedded PostgreSQL and tansu broker (or uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS), stores 24 h of
+simulated history for 32 hosts × 8 GPUs through the sink's writer, evaluates health, starts the console as the demo
+does, signs in with Playwright on Debian Chromium and times, per page, the click on its navigation link until the
+page's script (parallel fragments included) has finished and its heading shows. The first open of each page
+runs with cold data caches (and, for GPU Health, the browser's first load of Plotly's bundle); the median is over
+later opens within the caches' lifetime. The baseline in the same run is the sign-in page (an almost empty
+Streamlit page): the ratio says what our queries and charts add to Streamlit's own round trip.
+
+    .venv/bin/python bench/bench_console.py [--hosts 32] [--repeat 7] [--screenshots docs/screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+from backend.config import Settings
+from backend.db import connect
+from backend.demo import DemoStack, console_component, store_history, wait_until_healthy
+from backend.embedded.ports import free_port
+from backend.identity import users
+from backend.identity.principal import SYSTEM, Principal, Role
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+ADMIN, PASSWORD = "bench-admin", "bench-password-123"
+TIMED = ("Overview", "GPU Health")
+SCREENSHOTS = ("Overview", "GPU Health", "GPU Detail", "Alerts", "Costs", "Streams", "VMs", "Pipeline", "Secrets")
+
+
+def timed(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def open_page(page: Page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    page.wait_for_selector(READY)
+
+
+def sign_in_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.get_by_role("button", name="Sign in").wait_for()
+    page.wait_for_selector(READY)
+
+
+def seed(settings: Settings, hosts: int) -> tuple[int, float]:
+    """The fleet's history, health, an admin, a stream key and a secret (so every page has something to show)."""
+    from backend.health.service import evaluate_once
+    from backend.secrets.service import get_service
+    from backend.streams import keys
+    from backend.streams.pepper import key_pepper
+
+    started = time.perf_counter()
+    stored = store_history(settings, hosts=hosts, gpus_per_host=8, history=timedelta(hours=24),
+                           interval=timedelta(seconds=60))
+    seconds = time.perf_counter() - started
+    evaluate_once(settings)
+    admin = Principal(ADMIN, Role.admin)
+    with connect(settings) as conn:
+        users.add_user(conn, SYSTEM, ADMIN, Role.admin, PASSWORD)
+        keys.create_key(conn, admin, key_pepper(settings), "studio-1", owner="news")
+    get_service(settings).create(admin, "ingest-api-token", value="demo-token-value")
+    return stored, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=32, help="hosts of 8 GPUs (32 → 256 GPUs)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed opens per page")
+    parser.add_argument("--screenshots", type=Path, help="also save a screenshot of every page here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    stack = DemoStack(workdir, settings=Settings(database_url=os.environ.get("DATABASE_URL"),
+                                                 kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+                                                 secrets_local_path=workdir / "secrets.json"))
+    try:
+        settings = stack.start_infrastructure()
+        stack.env.update(SECRETS_LOCAL_PATH=str(workdir / "secrets.json"), SECRETS_ENV_FILE="/nonexistent")
+        stored, seed_s = seed(settings, args.hosts)
+        print(f"stored {stored:,} samples for {args.hosts * 8} GPUs in {seed_s:.1f} s")
+        port = free_port()
+        stack.spawn(console_component(port))
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(120_000)
+            sign_in_page(page, url)  # warm-up: the server's first run imports everything
+            baseline = [timed(lambda: sign_in_page(page, url)) for _ in range(args.repeat)]
+            page.get_by_role("textbox", name="User name").fill(ADMIN)
+            page.get_by_role("textbox", name="Password").fill(PASSWORD)
+            first: dict[str, float] = {}
+
+            def sign_in() -> None:
+                page.get_by_role("button", name="Sign in").click()
+                page.get_by_role("heading", name="Overview", exact=True).wait_for()
+                page.wait_for_selector(READY)
+
+            first["Overview"] = timed(sign_in)  # lands on the Overview with every cache cold
+            first["GPU Health"] = timed(lambda: open_page(page, "GPU Health"))
+            warm: dict[str, list[float]] = {title: [] for title in TIMED}
+            for _ in range(args.repeat):
+                for title in TIMED:
+                    open_page(page, "Alerts")
+                    warm[title].append(timed(lambda t=title: open_page(page, t)))
+            if args.screenshots:
+                args.screenshots.mkdir(parents=True, exist_ok=True)
+                for title in SCREENSHOTS:
+                    open_page(page, title)
+                    page.wait_for_timeout(1500)  # let Plotly finish drawing
+                    page.screenshot(path=args.screenshots / f"{title.lower().replace(' ', '_')}.png", full_page=True)
+            browser.close()
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    base = statistics.median(baseline)
+    print(f"\n{args.hosts * 8} GPUs, {stored:,} samples (24 h at 60 s); {args.repeat} timed opens per page")
+    print(f"{'page':<14}{'cold open s':>14}{'median s':>10}{'p95 s':>8}{'× sign-in page':>16}")
+    print(f"{'sign-in page':<14}{'':>14}{base:>10.2f}{max(baseline):>8.2f}{1.0:>16.1f}")
+    for title in TIMED:
+        values = sorted(warm[title])
+        p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+        print(f"{title:<14}{first[title]:>14.2f}{statistics.median(values):>10.2f}{p95:>8.2f}"
+              f"{statistics.median(values) / base:>16.1f}")
+
+
+if __name__ == "__main__":
+    main()
