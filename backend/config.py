@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     health_webhook_format: Literal["json", "slack"] = "json"
     health_webhook_timeout_s: float = Field(default=5.0, gt=0)
     health_webhook_retries: int = Field(default=3, ge=0)
+    health_webhook_max_age_s: int = Field(default=86400, ge=60)
     health_risk_horizon_h: int = Field(default=24, ge=1)
     health_model_dir: Path = Path(".data/models")
     health_predict_every_s: int = Field(default=300, ge=30)

@@ -9,7 +9,7 @@ A GPU whose telemetry is stale keeps its alerts as they are: no data is not the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -23,7 +23,7 @@ from backend.identity.principal import PermissionDenied, Principal, Role, requir
 
 AlertState = Literal["open", "acknowledged", "resolved"]
 ALERT_STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
-EventKind = Literal["opened", "reopened", "escalated", "resolved"]
+EventKind = Literal["opened", "reopened", "escalated", "acknowledged", "resolved"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,24 @@ class Alert:
 
 @dataclass(frozen=True)
 class AlertEvent:
-    """A change worth telling people about (the webhook sends these)."""
+    """A change worth telling people about; recorded in `alert_events`, which the webhook delivers from."""
 
     kind: EventKind
     alert: Alert
+
+
+@dataclass(frozen=True)
+class AlertEventRecord:
+    """One line of an alert's timeline, with the alert as it was then and whether the webhook got it."""
+
+    id: int
+    alert_id: int
+    kind: EventKind
+    at: datetime
+    actor: str
+    alert: dict[str, Any]
+    attempts: int
+    delivered_at: datetime | None
 
 
 _COLUMNS = ", ".join(Alert.__dataclass_fields__)
@@ -109,7 +123,31 @@ def reconcile(
             event = _clear(conn, alert, now, policy)
             if event:
                 events.append(event)
+        record_events(conn, events, now, "system")
     return events
+
+
+def record_events(conn: psycopg.Connection, events: list[AlertEvent], at: datetime, actor: str) -> None:
+    """Append to the alerts' timelines (and the webhook's outbox)."""
+    if not events:
+        return
+    conn.execute(
+        """INSERT INTO alert_events (alert_id, kind, at, actor, alert)
+           SELECT * FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::jsonb[])""",
+        ([e.alert.id for e in events], [e.kind for e in events], [at] * len(events), [actor] * len(events),
+         [Jsonb(alert_json(e.alert)) for e in events]),
+    )
+
+
+def history(conn: psycopg.Connection, alert_id: int) -> list[AlertEventRecord]:
+    """An alert's timeline, oldest first."""
+    get_alert(conn, alert_id)
+    rows = conn.execute(
+        """SELECT id, alert_id, kind, at, actor, alert, attempts, delivered_at FROM alert_events
+           WHERE alert_id = %s ORDER BY id""",
+        (alert_id,),
+    ).fetchall()
+    return [AlertEventRecord(**r) for r in rows]
 
 
 def _fire(conn: psycopg.Connection, health: GpuHealth, finding: Finding, current: Alert | None, now: datetime,
@@ -210,6 +248,7 @@ def acknowledge(conn: psycopg.Connection, principal: Principal, alert_id: int, n
                 *, now: datetime | None = None) -> Alert:
     """An operator (or admin) takes ownership of an open alert; audited. Acknowledging twice changes nothing."""
     target = f"alert:{alert_id}"
+    now = now or datetime.now(UTC)
     try:
         require_role(principal, Role.operator, "acknowledge alerts")
     except PermissionDenied:
@@ -227,11 +266,12 @@ def acknowledge(conn: psycopg.Connection, principal: Principal, alert_id: int, n
         if alert.state == "acknowledged":
             return alert
         row = conn.execute(
-            f"""UPDATE alerts SET state = 'acknowledged', acknowledged_at = coalesce(%(now)s, now()),
-                    acknowledged_by = %(who)s, ack_note = %(note)s, updated_at = coalesce(%(now)s, now())
+            f"""UPDATE alerts SET state = 'acknowledged', acknowledged_at = %(now)s,
+                    acknowledged_by = %(who)s, ack_note = %(note)s, updated_at = %(now)s
                 WHERE id = %(id)s RETURNING {_COLUMNS}""",
             {"now": now, "who": principal.name, "note": note, "id": alert_id},
         ).fetchone()
+        record_events(conn, [AlertEvent("acknowledged", _alert(row))], now, principal.name)
         audit.record(conn, actor=principal.name, area="health", action="alert.ack", target=target, outcome="ok",
                      detail={"gpu_uuid": alert.gpu_uuid, "rule": alert.rule, "note": note})
     return _alert(row)

@@ -1,4 +1,5 @@
-"""`/api/v1/alerts`: list alerts (viewer) and acknowledge one (operator). Thin over `backend.health.service`."""
+"""`/api/v1/alerts`: list alerts and their timelines (viewer), acknowledge one (operator).
+Thin over `backend.health.service`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from backend.api.auth import operator, viewer
 from backend.api.deps import db
 from backend.api.errors import ERROR_RESPONSES, ErrorBody
 from backend.health import service
-from backend.health.alerts import Alert
+from backend.health.alerts import Alert, AlertEventRecord
 from backend.identity.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=ERROR_RESPONSES)
@@ -52,3 +53,10 @@ def acknowledge(
     conn: psycopg.Connection = Depends(db),
 ) -> Alert:
     return service.acknowledge(conn, principal, alert_id, body.note if body else None)
+
+
+@router.get("/alerts/{alert_id}/events", response_model=list[AlertEventRecord],
+            summary="One alert's timeline, oldest first, with webhook delivery state",
+            responses={404: {"model": ErrorBody, "description": "no such alert"}}, dependencies=[Depends(viewer)])
+def alert_events(alert_id: AlertId, conn: psycopg.Connection = Depends(db)) -> list[AlertEventRecord]:
+    return service.alert_history(conn, alert_id)

@@ -50,7 +50,7 @@ def evaluate(
             f"{_styled('warning')} {summary.warning}, {_styled('critical')} {summary.critical}, "
             f"{_styled('unknown')} {summary.unknown} · alerts opened {summary.opened}, reopened {summary.reopened}, "
             f"escalated {summary.escalated}, resolved {summary.resolved} · notified {summary.notified}"
-            + (f" ([red]{summary.notify_failed} failed[/])" if summary.notify_failed else "")
+            + (f" ([red]{summary.notify_pending} waiting for the webhook[/])" if summary.notify_pending else "")
             + f" · {summary.duration_s:.2f}s"
         )
 
@@ -133,6 +133,23 @@ def alerts(
     for a in rows:
         table.add_row(str(a.id), _styled(a.state), _styled(a.severity), a.host, str(a.gpu_index), a.rule, a.title,
                       f"{a.opened_at:%Y-%m-%d %H:%M}", str(a.reopen_count), a.acknowledged_by or "")
+    console.print(table)
+
+
+@app.command("history")
+@friendly_errors
+def history(alert_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One alert's timeline: opened, acknowledged, escalated, resolved, … and whether the webhook got each."""
+    with connect() as conn:
+        events = service.alert_history(conn, alert_id)
+    if as_json:
+        print_json(events)
+        return
+    table = Table("at", "event", "by", "severity", "state", "webhook")
+    for e in events:
+        webhook = f"delivered {e.delivered_at:%H:%M:%S}" if e.delivered_at else f"pending ({e.attempts} tries)"
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.actor, _styled(e.alert["severity"]),
+                      _styled(e.alert["state"]), webhook)
     console.print(table)
 
 

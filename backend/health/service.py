@@ -20,10 +20,10 @@ from backend.config import Settings, get_settings
 from backend.db import connect
 from backend.errors import InvalidInput, NotFound
 from backend.health import alerts as alert_store
-from backend.health.alerts import Alert, AlertPolicy, reconcile
+from backend.health.alerts import Alert, AlertEventRecord, AlertPolicy, reconcile
 from backend.health.evaluate import HealthPolicy, assess
 from backend.health.findings import STATUSES, GpuHealth
-from backend.health.notify import Webhook, send
+from backend.health.notify import Delivery, Webhook, deliver_pending
 from backend.health.risk.predict import predict_fleet
 from backend.health.risk.store import RiskPrediction, get_risk, list_risk
 from backend.health.store import finding_from_json, load_fleet, save_health
@@ -46,6 +46,7 @@ class EvaluationSummary:
     resolved: int
     notified: int
     notify_failed: int
+    notify_pending: int
     duration_s: float
 
 
@@ -71,11 +72,12 @@ def evaluate_once(settings: Settings | None = None, *, now: datetime | None = No
         with conn.transaction():
             save_health(conn, results)
             events = reconcile(conn, results, now, AlertPolicy.from_settings(settings))
-    webhook = Webhook.from_settings(settings)
-    delivered, failed = send(webhook, events, http) if webhook and events else (0, 0)
+        webhook = Webhook.from_settings(settings)
+        delivery = deliver_pending(conn, webhook, now=now, client=http) if webhook else Delivery(0, 0, 0)
     counts = {status: sum(r.status == status for r in results) for status in STATUSES}
     kinds = {kind: sum(e.kind == kind for e in events) for kind in ("opened", "reopened", "escalated", "resolved")}
-    summary = EvaluationSummary(now, len(results), **counts, **kinds, notified=delivered, notify_failed=failed,
+    summary = EvaluationSummary(now, len(results), **counts, **kinds, notified=delivery.delivered,
+                                notify_failed=delivery.failed, notify_pending=delivery.pending,
                                 duration_s=round(time.perf_counter() - started, 3))
     log.info("health: %d GPUs, %d critical, %d warning, %d unknown; alerts +%d ~%d -%d", summary.gpus,
              summary.critical, summary.warning, summary.unknown, summary.opened + summary.reopened,
@@ -151,6 +153,11 @@ def list_alerts(conn: psycopg.Connection, **filters: object) -> list[Alert]:
     return alert_store.list_alerts(conn, **filters)  # type: ignore[arg-type]
 
 
+def alert_history(conn: psycopg.Connection, alert_id: int) -> list[AlertEventRecord]:
+    """One alert's timeline (opened, acknowledged, resolved, …), oldest first, with webhook delivery state."""
+    return alert_store.history(conn, alert_id)
+
+
 def acknowledge(conn: psycopg.Connection, principal: Principal, alert_id: int, note: str | None = None) -> Alert:
     """Acknowledge an open alert (operator or admin); audited."""
     return alert_store.acknowledge(conn, principal, alert_id, note)
@@ -163,5 +170,5 @@ def fleet_risk(conn: psycopg.Connection, *, min_probability: float = 0.0, limit:
     return list_risk(conn, min_probability=min_probability, limit=limit)
 
 
-__all__ = ["EvaluationSummary", "GpuDetail", "acknowledge", "evaluate_loop", "evaluate_once", "fleet_health",
-           "fleet_risk", "gpu_detail", "list_alerts", "predict_fleet"]
+__all__ = ["EvaluationSummary", "GpuDetail", "acknowledge", "alert_history", "evaluate_loop", "evaluate_once",
+           "fleet_health", "fleet_risk", "gpu_detail", "list_alerts", "predict_fleet"]

@@ -63,3 +63,12 @@ def test_ack_needs_operator_and_is_audited(api, db):
     assert api.post(f"/api/v1/alerts/{other}/ack", headers=_auth(api, Role.admin)).status_code == 200
     missing = api.post("/api/v1/alerts/999999/ack", headers=_auth(api, Role.operator))
     assert missing.status_code == 404 and "no alert" in missing.json()["error"]
+
+
+def test_alert_timeline(api):
+    alert_id = api.get("/api/v1/alerts", headers=_auth(api, Role.viewer)).json()[0]["id"]
+    api.post(f"/api/v1/alerts/{alert_id}/ack", headers=_auth(api, Role.operator))
+    events = api.get(f"/api/v1/alerts/{alert_id}/events", headers=_auth(api, Role.viewer)).json()
+    assert [(e["kind"], e["actor"], e["alert"]["state"]) for e in events] == [
+        ("opened", "system", "open"), ("acknowledged", "token:operator", "acknowledged")]
+    assert api.get("/api/v1/alerts/424242/events", headers=_auth(api, Role.viewer)).status_code == 404

@@ -38,6 +38,8 @@ def test_evaluate_status_alerts_ack(settings, db):
     assert denied.exit_code == 2 and "needs role operator" in denied.output
     acked = _invoke("health", "ack", str(alert["id"]), "--note", "replacing")
     assert acked.exit_code == 0 and "acknowledged by system" in acked.output
+    timeline = json.loads(_invoke("health", "history", str(alert["id"]), "--json").output)
+    assert [e["kind"] for e in timeline] == ["opened", "acknowledged"]
 
 
 def test_bad_input_is_one_line(settings):
