@@ -26,7 +26,7 @@ from backend.health.findings import STATUSES, GpuHealth
 from backend.health.notify import Delivery, Webhook, deliver_pending
 from backend.health.risk.predict import predict_fleet
 from backend.health.risk.store import RiskPrediction, get_risk, list_risk
-from backend.health.store import finding_from_json, load_fleet, save_health
+from backend.health.store import carry_since, finding_from_json, load_fleet, save_health
 from backend.identity.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def evaluate_once(settings: Settings | None = None, *, now: datetime | None = No
         fleet = load_fleet(conn, now, policy.load_window, policy.xid_load_window)
         results = [assess(history, now, policy) for history in fleet]
         with conn.transaction():
+            carry_since(conn, results)
             save_health(conn, results)
             events = reconcile(conn, results, now, AlertPolicy.from_settings(settings))
         webhook = Webhook.from_settings(settings)

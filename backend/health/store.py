@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,6 +83,22 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 
 def finding_from_json(data: dict[str, Any]) -> Finding:
     return Finding(**(data | {"since": datetime.fromisoformat(data["since"])}))
+
+
+def carry_since(conn: psycopg.Connection, results: list[GpuHealth]) -> None:
+    """A finding that was already present in the previous evaluation keeps its earlier `since`, so a condition
+    older than the loaded window (a DBE from yesterday) still says when it began."""
+    previous = {
+        (row["gpu_uuid"], f["rule"]): datetime.fromisoformat(f["since"])
+        for row in conn.execute("SELECT gpu_uuid, findings FROM gpu_health WHERE findings <> '[]'::jsonb")
+        for f in row["findings"]
+    }
+    for result in results:
+        result.findings = [
+            replace(f, since=min(f.since, previous[(result.gpu_uuid, f.rule)]))
+            if (result.gpu_uuid, f.rule) in previous else f
+            for f in result.findings
+        ]
 
 
 def save_health(conn: psycopg.Connection, results: list[GpuHealth]) -> None:

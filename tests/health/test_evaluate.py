@@ -97,3 +97,14 @@ def test_week_old_sample_feeds_the_dbe_growth_rule(settings, db):
     service.evaluate_once(settings, now=NOW)
     found = {f.rule: f for f in service.gpu_detail(db, "GPU-pages").health.findings}
     assert found["retired_pages_dbe_growth"].evidence["added_in_week"] == 6
+
+
+def test_a_lasting_finding_keeps_when_it_began(settings, db):
+    store(db, "GPU-dbe", rows(60, ecc_dbe_vol_total=1))
+    service.evaluate_once(settings, now=NOW)
+    first = service.gpu_detail(db, "GPU-dbe").health.findings[0]
+    assert first.since == NOW - timedelta(seconds=590)
+    # an hour later the first samples are long out of the loaded window; the finding still began back then
+    store(db, "GPU-dbe", rows(360, end=NOW + timedelta(hours=1), ecc_dbe_vol_total=1))
+    service.evaluate_once(settings, now=NOW + timedelta(hours=1))
+    assert service.gpu_detail(db, "GPU-dbe").health.findings[0].since == first.since
