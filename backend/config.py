@@ -21,7 +21,10 @@ def _env_file() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+    # env_ignore_empty: `NAME=` in secrets.env (as copied from the example) means "use the default".
+    model_config = SettingsConfigDict(
+        env_file_encoding="utf-8", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     # -- database -------------------------------------------------------------------------------------
     database_url: str | None = None
@@ -125,6 +128,10 @@ class Settings(BaseSettings):
     streams_lockout_max_seconds: int = Field(default=3600, ge=1)
     streams_failure_window_seconds: int = Field(default=900, ge=1)
     streams_db_pool_size: int = Field(default=8, ge=1)
+    streams_callback_synchronous_commit: bool = False
+    streams_callback_allowed_nets: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    )
 
     # -- costs ----------------------------------------------------------------------------------------
     cost_idle_util_threshold: float = Field(default=5.0, ge=0, le=100)

@@ -263,3 +263,21 @@ def test_cli_tables(settings, db, monkeypatch):
     assert locks.exit_code == 0 and "192.0.2.9" in locks.output
     cleared = runner.invoke(app, ["streams", "lockouts", "--clear", "192.0.2.9"])
     assert cleared.exit_code == 0 and "cleared 1 address" in cleared.output
+
+
+@pytest.mark.parametrize(("durable", "expected"), [(False, "off"), (True, "on")])
+def test_callback_commits_wait_for_the_wal_only_when_asked(settings, durable, expected):
+    import asyncio
+
+    async def setting() -> str:
+        gate = CallbackGate(settings.model_copy(update={"stream_key_pepper": SecretStr("p" * 40),
+                                                        "streams_callback_synchronous_commit": durable}))
+        decision = await gate.publish(_req(key="sk_unknown"))
+        _, pool = await gate._ready()
+        async with pool.connection() as conn:
+            value = (await (await conn.execute("SHOW synchronous_commit")).fetchone())["synchronous_commit"]
+        await gate.close()
+        assert decision.reason == "missing or unknown key"
+        return value
+
+    assert asyncio.run(setting()) == expected

@@ -7,7 +7,9 @@ A key comes from the `key` field (`rtmp://host/live/cam1?key=K`) or, OBS style, 
 map it back the same way: every callback re-derives the key from what nginx sends, with no session state.
 
 The publish path is built for speed: the pepper is cached, one query reads the key and the address's failure
-state, and one statement (one commit) writes the attempt with the registry or the failure counter.
+state, and one statement (one commit) writes the attempt with the registry or the failure counter. By default those
+commits do not wait for the WAL flush (`STREAMS_CALLBACK_SYNCHRONOUS_COMMIT`): on a slow disk the flush, not the
+CPU, bounds the callback rate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -225,11 +228,16 @@ class CallbackGate:
                 if self._pool is None:
                     pool = AsyncConnectionPool(
                         self.settings.require_database_url(), min_size=1, max_size=self.settings.streams_db_pool_size,
-                        kwargs={"autocommit": True, "row_factory": dict_row}, timeout=5.0, open=False,
+                        kwargs={"autocommit": True, "row_factory": dict_row}, configure=self._configure,
+                        timeout=5.0, open=False,
                     )
                     await pool.open()
                     self._pool = pool
         return self._pepper, self._pool
+
+    async def _configure(self, conn: AsyncConnection) -> None:
+        durable = "on" if self.settings.streams_callback_synchronous_commit else "off"
+        await conn.execute(f"SET synchronous_commit = {durable}")
 
     async def close(self) -> None:
         if self._pool is not None:
