@@ -149,9 +149,12 @@ def gpu_detail(conn: psycopg.Connection, gpu_uuid: str) -> GpuDetail:
                      get_risk(conn, gpu_uuid))
 
 
-def list_alerts(conn: psycopg.Connection, **filters: object) -> list[Alert]:
-    """Alerts, active first then newest; filters: states, severity, gpu_uuid, host, rule, limit, offset."""
-    return alert_store.list_alerts(conn, **filters)  # type: ignore[arg-type]
+def list_alerts(conn: psycopg.Connection, *, states: tuple[str, ...] | None = None, severity: str | None = None,
+                gpu_uuid: str | None = None, host: str | None = None, rule: str | None = None, limit: int = 200,
+                offset: int = 0) -> list[Alert]:
+    """Alerts, active first then newest; `states` from open, acknowledged, resolved (default: all)."""
+    return alert_store.list_alerts(conn, states=states, severity=severity, gpu_uuid=gpu_uuid, host=host, rule=rule,
+                                   limit=limit, offset=offset)
 
 
 def alert_history(conn: psycopg.Connection, alert_id: int) -> list[AlertEventRecord]:
