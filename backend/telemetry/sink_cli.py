@@ -21,7 +21,8 @@ def sink(
     summary = Sink(get_settings(), until_idle=until_idle, use_copy=not insert_mode).run()
     console.print(f"consumed {summary.consumed}, stored {summary.metrics_written} samples and "
                   f"{summary.tokens_written} token-usage rows, {summary.duplicates} already stored, "
-                  f"{summary.dead_lettered} dead-lettered {summary.dlq_reasons or ''}")
+                  f"{summary.dead_lettered} dead-lettered {summary.dlq_reasons or ''} "
+                  f"({summary.messages_per_s:,.0f} messages/s while busy)")
 
 
 @friendly_errors

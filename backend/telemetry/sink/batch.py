@@ -79,11 +79,9 @@ def build_batch(messages: list[Message], telemetry_topic: str, window: TimeWindo
 
 def add_sample(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
     """Validate one gpu.metrics.v1 message into the batch (raises `Rejected`)."""
-    sample, columns, extra = decode_gpu_sample(value, window)
-    get = columns.get
+    sample, values, extra = decode_gpu_sample(value, window)
     batch.metric_rows.append(
-        (sample.ts, sample.gpu_uuid, sample.host, sample.gpu_index, *[get(c) for c in COLUMNS],
-         Jsonb(extra) if extra else None)
+        (sample.ts, sample.gpu_uuid, sample.host, sample.gpu_index, *values, Jsonb(extra) if extra else None)
     )
     seen = GpuSeen(sample.host, sample.gpu_index, sample.model, sample.driver, sample.labels, sample.ts, sample.ts)
     known = batch.gpus.get(sample.gpu_uuid)

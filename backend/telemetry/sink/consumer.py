@@ -48,6 +48,15 @@ class SinkSummary:
     dead_lettered: int = 0
     batches: int = 0
     dlq_reasons: dict[str, int] = field(default_factory=dict)
+    first_message_at: float | None = None  # time.monotonic() of the first message, and of the last commit
+    last_commit_at: float | None = None
+
+    @property
+    def messages_per_s(self) -> float:
+        """Throughput while working: first message to last commit (group joins and idle waits excluded)."""
+        if self.first_message_at is None or self.last_commit_at is None or self.last_commit_at <= self.first_message_at:
+            return 0.0
+        return self.consumed / (self.last_commit_at - self.first_message_at)
 
 
 class Sink:
@@ -80,7 +89,9 @@ class Sink:
             self.metrics.serve(s.sink_metrics_port)
         self._install_signal_handlers()
         self._dlq = DeadLetters(make_producer(s, **{"linger.ms": 0}), s.dlq_topic)
-        self._consumer = make_consumer(s.kafka_group_id, s)
+        # the broker may hold a fetch this long waiting for data: never longer than a batch may wait
+        wait_ms = max(10, min(500, s.sink_batch_max_latency_ms))
+        self._consumer = make_consumer(s.kafka_group_id, s, **{"fetch.wait.max.ms": wait_ms})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("sink consuming %s as group %s", ", ".join(topics), s.kafka_group_id)
         try:
@@ -111,8 +122,10 @@ class Sink:
                     self._pending.append(message)
                 elif message.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", message.error())
-            if messages and self._active_since is not None:
-                self._active_since = now
+            if messages:
+                self.summary.first_message_at = self.summary.first_message_at or now
+                if self._active_since is not None:
+                    self._active_since = now
             if self._pending and (len(self._pending) >= size or now >= batch_started + latency):
                 self._flush()
                 if self._active_since is not None:
@@ -157,6 +170,7 @@ class Sink:
         self._store(batch, messages, window)
         self._dead_letter_flush()
         self._commit(batch.offsets)
+        self.summary.last_commit_at = time.monotonic()
         self._observe_lag(batch)
 
     def _store(self, batch: Batch, messages: list[Message], window: TimeWindow) -> None:
