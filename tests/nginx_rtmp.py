@@ -92,8 +92,8 @@ class NginxRtmp:
                                       http_listen=f"127.0.0.1:{self.http_port}",
                                       update_timeout=f"{UPDATE_TIMEOUT_S}s", play_control=True))
         (self.prefix / "nginx.conf").write_text(config)
-        self._proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-e", "error.log",
-                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-e", "error.log"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.rtmp_port)
         wait_for_port(self.http_port)
 

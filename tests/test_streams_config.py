@@ -57,8 +57,7 @@ def test_rendered_config_has_the_safe_settings_and_passes_its_own_check(tmp_path
                  f"client_body_temp_path {tmp_path / 'client_body_temp'};", f"error_log {tmp_path / 'error.log'} warn;",
                  "allow 127.0.0.1/32;"):
         assert line in text
-    assert "{{" not in text and "on_play" not in text
-    assert not any(line.strip().startswith("daemon") for line in text.splitlines())  # `nginx -g "daemon off;"` works
+    assert "{{" not in text and "on_play" not in text and "\ndaemon off;\n" in text
     assert check_config(text) == []
 
 
@@ -72,10 +71,13 @@ def test_container_render_opens_stat_to_the_private_network_only(tmp_path):
 
 
 @pytest.mark.skipif(bool(tools_missing()), reason="needs nginx with libnginx-mod-rtmp")
-def test_rendered_config_is_accepted_by_nginx(tmp_path):
-    (tmp_path / "nginx.conf").write_text(render(RenderOptions(prefix=tmp_path, play_control=True)))
-    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", "nginx.conf", "-e", "error.log",
-                             "-g", "daemon off;"], capture_output=True, text=True, timeout=30)
+@pytest.mark.parametrize(("foreground", "flags"), [(True, []), (False, ["-g", "daemon off;"])])
+def test_rendered_config_is_accepted_by_nginx(tmp_path, foreground, flags):
+    """As a child process (daemon off; in the file) and as containers run it (`-g "daemon off;"`, no clash)."""
+    (tmp_path / "nginx.conf").write_text(render(RenderOptions(prefix=tmp_path, play_control=True,
+                                                              foreground=foreground)))
+    result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", "nginx.conf", "-e", "error.log", *flags],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
 

@@ -222,13 +222,15 @@ def nginx_config_cmd(
     app_name: str = typer.Option("live", "--app", help="nginx-rtmp application"),
     update_timeout: str = typer.Option("30s", "--update-timeout", help="on_update interval"),
     play_control: bool = typer.Option(False, "--play-control", help="call on_play: only live streams play"),
+    foreground: bool = typer.Option(False, "--foreground", help="write `daemon off;` into the file (else pass it "
+                                    "with -g, as containers do)"),
     output: Path = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
 ) -> None:
-    """Render the nginx-rtmp config; run it with `nginx -c FILE -g "daemon off;"`."""
+    """Render the nginx-rtmp config; run it with `nginx -c FILE -g "daemon off;"` (or render with --foreground)."""
     text = nginx_config.render(nginx_config.RenderOptions(
         prefix=prefix, callback_url=callback_url or get_settings().api_base_url, rtmp_listen=rtmp_listen,
         http_listen=http_listen, stat_allow=tuple(stat_allow), error_log=error_log, app=app_name,
-        update_timeout=update_timeout, play_control=play_control))
+        update_timeout=update_timeout, play_control=play_control, foreground=foreground))
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -33,6 +33,10 @@ class RenderOptions:
     play_control: bool = False
     stat_allow: tuple[str, ...] = ("127.0.0.1",)
     error_log: str | None = None  # default PREFIX/error.log; `stderr` in containers
+    # `daemon off;` in the file, for nginx run as a child process; without it, choose with `-g "daemon off;"`
+    # (containers) or let a service manager decide (Debian's unit passes `-g 'daemon on;'`, which a directive
+    # in the file would clash with).
+    foreground: bool = True
     module_path: str = MODULE_PATH
 
 
@@ -54,6 +58,7 @@ def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
     values = {
         "module_path": options.module_path,
         "prefix": str(options.prefix),
+        "daemon": "daemon off;" if options.foreground else '# daemon: on the command line (nginx -g "daemon off;")',
         "error_log": options.error_log or f"{options.prefix}/error.log",
         "stat_allow": "\n".join(f"            allow {net};" for net in allowed),
         "rtmp_listen": options.rtmp_listen,
