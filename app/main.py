@@ -10,12 +10,13 @@ import logging
 
 import components.charts  # noqa: F401 -- loads Plotly at start-up, not when the first chart page opens (~1 s)
 import streamlit as st
-from components import nav, session
+from components import nav, session, warmup
 from components.errors import guarded
 
 st.set_page_config(page_title="Stream Platform Ops Console", page_icon=":material/bolt:", layout="wide")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+warmup.start()
 principal = None
 with guarded("Session"):
     principal = session.signed_in()

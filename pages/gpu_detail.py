@@ -68,12 +68,12 @@ with guarded("Status"):
     gpu = detail.gpu
     cols = st.columns(5)
     cols[0].metric("Status", gpu.status)
-    cols[1].metric("Model", gpu.model or "?")
-    cols[2].metric("Driver", gpu.driver or "?")
-    cols[3].metric("Last sample", fmt.ago(gpu.sample_time))
-    cols[4].metric("Temperature", fmt.number(gpu.latest.get("gpu_temp"), "°C"))
-    st.caption(f"{gpu.host} · GPU {gpu.gpu_index} · {gpu.gpu_uuid} · "
-               + ", ".join(f"{k}={v}" for k, v in sorted(gpu.labels.items())))
+    cols[1].metric("Temperature", fmt.number(gpu.latest.get("gpu_temp"), "°C"))
+    cols[2].metric("Power", fmt.number(gpu.latest.get("power_usage"), "W"))
+    cols[3].metric("Utilization", fmt.number(gpu.latest.get("gpu_util"), "%"))
+    cols[4].metric("Last sample", fmt.ago(gpu.sample_time))
+    st.caption(f"{gpu.model or '?'} · driver {gpu.driver or '?'} · {gpu.host} · GPU {gpu.gpu_index} · "
+               f"{gpu.gpu_uuid} · " + ", ".join(f"{k}={v}" for k, v in sorted(gpu.labels.items())))
 
 with guarded("Findings and risk"):
     findings_col, risk_col = st.columns([3, 2])

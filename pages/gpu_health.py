@@ -21,7 +21,9 @@ HEATMAP_METRICS = {
     "Utilization": ("gpu_util", "%", (0.0, 100.0)),
     "Power": ("power_usage", "W", None),
 }
-STATUS_ICON = {"healthy": "🟢 healthy", "warning": "🟠 warning", "critical": "🔴 critical", "unknown": "⚪ unknown"}
+STATUSES = ("healthy", "warning", "critical", "unknown")
+STATUS_LABEL = {"healthy": ":green[●] healthy", "warning": ":orange[●] warning", "critical": ":red[●] critical",
+                "unknown": ":gray[●] unknown"}
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -63,8 +65,8 @@ def fleet_panel() -> None:
         return
     counts = pd.Series([g.status for g in gpus]).value_counts()
     cols = st.columns(4)
-    for col, status in zip(cols, ("healthy", "warning", "critical", "unknown"), strict=True):
-        col.metric(STATUS_ICON[status], int(counts.get(status, 0)))
+    for col, status in zip(cols, STATUSES, strict=True):
+        col.metric(STATUS_LABEL[status], int(counts.get(status, 0)))
     choice = st.segmented_control("Heatmap metric", list(HEATMAP_METRICS), default="Temperature",
                                   key="heatmap-metric") or "Temperature"
     column, unit, zrange = HEATMAP_METRICS[choice]
@@ -82,7 +84,7 @@ with guarded("Status table"):
     gpus = load_fleet()
     findings = load_findings()
     left, middle, right = st.columns(3)
-    wanted = left.multiselect("Status", list(STATUS_ICON), default=[], placeholder="all statuses",
+    wanted = left.multiselect("Status", list(STATUSES), default=[], placeholder="all statuses",
                               key="status-filter")
     hosts = middle.multiselect("Host", sorted({g.host for g in gpus}), placeholder="all hosts", key="host-filter")
     models = right.multiselect("Model", sorted({g.model or "?" for g in gpus}), placeholder="all models",
@@ -90,7 +92,7 @@ with guarded("Status table"):
     shown = [g for g in gpus if (not wanted or g.status in wanted) and (not hosts or g.host in hosts)
              and (not models or (g.model or "?") in models)]
     table = pd.DataFrame([{
-        "status": STATUS_ICON.get(g.status, g.status), "host": g.host, "gpu": g.gpu_index, "model": g.model,
+        "status": g.status, "host": g.host, "gpu": g.gpu_index, "model": g.model,
         "temp °C": g.latest.get("gpu_temp"), "util %": g.latest.get("gpu_util"),
         "power W": g.latest.get("power_usage"),
         "findings": "; ".join(f.title for f in findings.get(g.gpu_uuid, [])) or "–",

@@ -17,7 +17,6 @@ from backend.identity.principal import Role
 vm = require("backend.vm.service", "VMs")
 me = principal()
 operator = me.has(Role.operator)
-SIGNAL_ICON = {"idle": "💤 idle", "active": "⚡ active", "unknown": "❓ unknown", "n/a": "➖ n/a"}
 
 st.title("VMs")
 flash.show()
@@ -74,7 +73,7 @@ def agent_panel(host: str) -> None:
             for reason in latest.reasons:
                 st.markdown(f"- {reason}")
             st.dataframe(pd.DataFrame([{
-                "signal": r["signal"], "state": SIGNAL_ICON.get(r["state"], r["state"]), "why": r["evidence"],
+                "signal": r["signal"], "state": r["state"], "why": r["evidence"],
             } for r in latest.signals]), hide_index=True, column_config={"why": st.column_config.TextColumn(
                 width="large")})
     if status.events:

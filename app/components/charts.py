@@ -13,7 +13,7 @@ HEIGHT = 320
 
 def _finish(fig: go.Figure, height: int = HEIGHT) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend_title_text="",
-                      hoverlabel={"namelength": -1})
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}, hoverlabel={"namelength": -1})
     return fig
 
 

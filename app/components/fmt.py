@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 
-def money(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"${value:,.{digits}f}"
+def money(value: float | None, digits: int | None = None) -> str:
+    """Cents only where they matter (below $1,000), so big numbers fit a metric tile."""
+    if value is None:
+        return "–"
+    places = digits if digits is not None else (2 if abs(value) < 1000 else 0)
+    return f"${value:,.{places}f}"
 
 
 def number(value: float | None, unit: str = "", digits: int = 0) -> str:

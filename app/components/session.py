@@ -62,5 +62,6 @@ def login_page() -> None:
             st.rerun()
     if _oidc_configured():
         st.divider()
-        st.button("Sign in with single sign-on", on_click=st.login, icon=":material/badge:")
+        if st.button("Sign in with single sign-on", icon=":material/badge:"):
+            st.login()
     st.caption("First time? `make demo` prints the admin login; admins add users with `stream-platform users add`.")

@@ -1,0 +1,105 @@
+"""The demo orchestrator: which components exist, child process groups stopped cleanly, nginx-rtmp rendered from
+the streams template, backfill progress counted from stored samples, and the first admin."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from backend import demo
+from backend.config import Settings
+from backend.console_auth import ensure_admin, login
+from backend.identity.users import LoginFailed
+
+
+def test_has_command_follows_the_cli_tree() -> None:
+    assert demo.has_command(("users", "add"))
+    assert demo.has_command(("demo",))
+    assert not demo.has_command(("users", "no-such-command"))
+    assert not demo.has_command(("no-such-area", "run"))
+
+
+def test_a_missing_component_is_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stack = demo.DemoStack(tmp_path, settings=Settings())
+    caplog.set_level("INFO", logger="backend.demo")
+    assert stack.spawn(demo.Component("ghost", cli=("no-such-area", "run"))) is None
+    assert stack.spawn(demo.Component("tool", argv=("no-such-binary-here",))) is None
+    assert "skipping ghost: `stream-platform no-such-area run` is not part of this installation yet" in caplog.text
+    assert "skipping tool: no-such-binary-here is not installed" in caplog.text
+    assert stack.children == []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_stop_ends_the_whole_process_group_and_kills_what_ignores_sigterm(tmp_path: Path) -> None:
+    stack = demo.DemoStack(tmp_path, settings=Settings())
+    polite = stack.spawn(demo.Component("polite", argv=("sh", "-c", "sleep 300 & sleep 300")))
+    stubborn = stack.spawn(demo.Component("stubborn", argv=("sh", "-c", "trap '' TERM; sleep 300 & wait")))
+    assert polite is not None and stubborn is not None
+    time.sleep(0.3)
+    family = [p.pid for child in (polite, stubborn)
+              for p in [psutil.Process(child.process.pid), *psutil.Process(child.process.pid).children()]]
+    assert len(family) >= 4, "each shell has a grandchild sleeping"
+
+    started = time.monotonic()
+    stack.stop(timeout=1.0)
+    assert time.monotonic() - started < 8
+    assert _alive(family) == []
+    assert stack.children == []
+    assert (tmp_path / "logs" / "polite.log").exists()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="Debian nginx is not installed")
+def test_nginx_rtmp_config_is_rendered_from_the_streams_template(tmp_path: Path) -> None:
+    settings = Settings(api_base_url="http://127.0.0.1:18080")
+    setup = demo.prepare_nginx(tmp_path, settings)
+    assert setup is not None
+    config = (setup.prefix / "conf" / "nginx.conf").read_text()
+    assert f"listen 127.0.0.1:{setup.rtmp_port};" in config
+    assert "on_publish http://127.0.0.1:18080/rtmp/on_publish;" in config
+    assert setup.env == {"STREAMS_NGINX_STAT_URL": f"http://127.0.0.1:{setup.http_port}/stat",
+                         "STREAMS_NGINX_CONTROL_URL": f"http://127.0.0.1:{setup.http_port}/control"}
+    stack = demo.DemoStack(tmp_path, settings=settings)
+    child = stack.spawn(demo.Component("nginx-rtmp", argv=setup.argv, ready_port=setup.rtmp_port))
+    try:
+        assert child is not None and child.process.poll() is None
+    finally:
+        stack.stop()
+    assert child.process.poll() is not None
+
+
+def test_backfill_progress_counts_stored_samples(settings: Settings) -> None:
+    started = datetime.now(UTC)
+    stored = demo.store_history(settings, hosts=1, gpus_per_host=2, history=timedelta(minutes=30),
+                                interval=timedelta(minutes=1), faults=())
+    assert stored == 2 * 30
+    advanced: list[int] = []
+    counted = demo.follow_backfill(settings, started - timedelta(minutes=31), started - timedelta(minutes=2),
+                                   expected=60, advance=advanced.append, poll_s=0.05)
+    assert counted == 60 and sum(advanced) == 60
+
+
+def test_first_admin_from_admin_password_then_kept(settings: Settings, db: psycopg.Connection) -> None:
+    configured = settings.model_copy(update={"admin_password": SecretStr("the-configured-password")})
+    first = ensure_admin(configured)
+    assert first.created and first.generated_password is None
+    assert login("admin", "the-configured-password", configured).role == "admin"
+    again = ensure_admin(configured)
+    assert not again.created and again.name == "admin"
+
+
+def test_first_admin_generated_when_no_password_is_configured(settings: Settings) -> None:
+    first = ensure_admin(settings)
+    assert first.created and first.generated_password and len(first.generated_password) >= 20
+    assert login("admin", first.generated_password, settings).name == "admin"
+    with pytest.raises(LoginFailed):
+        login("admin", "not-the-password", settings)
