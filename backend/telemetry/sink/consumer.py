@@ -84,7 +84,10 @@ class Sink:
     def run(self) -> SinkSummary:
         s = self.settings
         topics = [s.telemetry_topic, s.token_usage_topic]
-        ensure_topics([*topics, s.dlq_topic], s)
+        try:
+            ensure_topics([*topics, s.dlq_topic], s)
+        except KafkaException as exc:
+            raise Unavailable(f"Kafka at {s.kafka_bootstrap_servers} unreachable: {exc.args[0].str()}") from None
         if s.sink_metrics_port:
             self.metrics.serve(s.sink_metrics_port)
         self._install_signal_handlers()

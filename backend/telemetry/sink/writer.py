@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backend.config import Settings
+from backend.config import ConfigError, Settings
 from backend.db import connect
 from backend.db.migrate import profile_of
 from backend.telemetry.fields import FIELDS
@@ -79,7 +79,11 @@ class PostgresWriter:
         # A few large statements per batch: server-side preparing buys nothing, and servers that share one
         # session between connections (PGlite) would see clashing statement names.
         conn = connect(self._settings, autocommit=True, prepare_threshold=None)
-        self._profile = profile_of(conn)
+        try:
+            self._profile = profile_of(conn)
+        except RuntimeError as exc:  # not migrated: a setup mistake, not an outage to wait out
+            conn.close()
+            raise ConfigError(str(exc)) from None
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
         move = _move("_stage_metrics", "gpu_metrics", METRIC_COLUMNS)
