@@ -310,23 +310,27 @@ def expected_backfill() -> int:
 
 
 def follow_backfill(settings: Settings, since: datetime, until: datetime, expected: int,
-                    advance: Callable[[int], None], poll_s: float = 1.0) -> int:
-    """Advance a progress bar by the samples actually stored since `since`, until the stored history reaches
-    `until` (the backfill is in; a GPU that fell off the bus sends no more, so the count may stay short) or
-    nothing arrived for `BACKFILL_STALL_S` (the sink's log says why). Returns how many were stored."""
+                    advance: Callable[[int], None], poll_s: float = 1.0, settle_polls: int = 3) -> int:
+    """Advance a progress bar by the samples actually stored since `since`. Done when the stored history reaches
+    `until` and the count has stopped growing for `settle_polls` polls (partitions drain in any order; a GPU that
+    fell off the bus sends no more, so the count may stay short of `expected`), or when nothing arrived for
+    `BACKFILL_STALL_S` (the sink's log says why). Returns how many were stored."""
     from backend.db import connect
 
-    stored, last_change, newest = 0, time.monotonic(), None
+    stored, last_change, newest, quiet = 0, time.monotonic(), None, 0
     with connect(settings, autocommit=True) as conn:
-        while (newest is None or newest < until) and time.monotonic() - last_change < BACKFILL_STALL_S:
+        while time.monotonic() - last_change < BACKFILL_STALL_S:
             time.sleep(poll_s)
             row = conn.execute("SELECT count(*) AS n, max(time) AS newest FROM gpu_metrics WHERE time >= %s",
                                (since,)).fetchone()
             if row["n"] > stored:
                 advance(min(row["n"], expected) - min(stored, expected))
-                stored, newest, last_change = row["n"], row["newest"], time.monotonic()
-    if newest is not None and newest >= until:
-        advance(max(expected - stored, 0))
+                stored, newest, last_change, quiet = row["n"], row["newest"], time.monotonic(), 0
+            elif newest is not None and newest >= until:
+                quiet += 1
+                if quiet >= settle_polls:
+                    advance(max(expected - stored, 0))
+                    break
     return stored
 
 

@@ -84,7 +84,7 @@ def test_backfill_progress_counts_stored_samples(settings: Settings) -> None:
     assert stored == 2 * 30
     advanced: list[int] = []
     counted = demo.follow_backfill(settings, started - timedelta(minutes=31), started - timedelta(minutes=2),
-                                   expected=60, advance=advanced.append, poll_s=0.05)
+                                   expected=60, advance=advanced.append, poll_s=0.05, settle_polls=2)
     assert counted == 60 and sum(advanced) == 60
 
 
