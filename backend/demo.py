@@ -191,17 +191,26 @@ class DemoStack:
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM the child's whole process group; SIGKILL what is left after `timeout`."""
-    if process.poll() is not None:
-        return
+    """SIGTERM the child's whole process group; SIGKILL whatever of the group is left after `timeout`."""
+    group = process.pid  # the child leads its own group (start_new_session)
     with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _group_alive(group, process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(group, process):
         with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(group, signal.SIGKILL)
+    process.wait()
+
+
+def _group_alive(group: int, leader: subprocess.Popen) -> bool:
+    leader.poll()  # reap the leader, or its zombie would keep the group "alive"
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
