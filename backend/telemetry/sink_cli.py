@@ -21,8 +21,12 @@ def sink(
     summary = Sink(get_settings(), until_idle=until_idle, use_copy=not insert_mode).run()
     console.print(f"consumed {summary.consumed}, stored {summary.metrics_written} samples and "
                   f"{summary.tokens_written} token-usage rows, {summary.duplicates} already stored, "
-                  f"{summary.dead_lettered} dead-lettered {summary.dlq_reasons or ''} "
+                  f"{summary.dead_lettered} dead-lettered{_reasons(summary.dlq_reasons)} "
                   f"({summary.messages_per_s:,.0f} messages/s while busy)")
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{reason}: {n}' for reason, n in sorted(counts.items()))})" if counts else ""
 
 
 @friendly_errors
@@ -35,8 +39,11 @@ def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
         print_json(report)
         return
     console.print(f"profile {report.profile}: {len(report.partitions_created)} partitions created, "
-                  f"{len(report.partitions_dropped)} dropped, rows deleted {report.rows_deleted or '-'}, "
-                  f"retention policies {report.policies or '-'}")
+                  f"{len(report.partitions_dropped)} dropped")
+    for table, rows in report.rows_deleted.items():
+        console.print(f"  {table}: {rows} expired rows deleted")
+    for relation, days in report.policies.items():
+        console.print(f"  {relation}: retention policy {days} days")
 
 
 @friendly_errors
