@@ -61,7 +61,8 @@ def test_import_then_rewrite_to_references(settings: Settings, env_file: Path,
 
     monkeypatch.setenv("SECRETS_ENV_FILE", str(env_file))
     monkeypatch.delenv("DATABASE_URL")
-    monkeypatch.setenv("SECRETS_LOCAL_KEY", "")  # the file's placeholder must not replace the real key file
+    # the file's placeholder key must not replace the store's real key file, so drop it before loading
+    env_file.write_text(text.replace("SECRETS_LOCAL_KEY=not-a-real-key\n", ""), encoding="utf-8")
     loaded = load_settings()
     assert loaded.kafka_sasl_password is not None
     assert loaded.kafka_sasl_password.get_secret_value() == "kafka-pw-51b2"
