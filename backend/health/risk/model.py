@@ -11,17 +11,18 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import average_precision_score, precision_score, recall_score
 
 from backend.errors import NotFound
 from backend.health.risk.dataset import Dataset
 from backend.health.risk.features import FEATURES
 from backend.health.risk.store import Contribution
+
+if TYPE_CHECKING:  # scikit-learn costs ~1 s to import: only training and scoring load it, not every CLI start
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 _FILE = re.compile(r"^risk-v(\d+)\.joblib$")
 
@@ -64,6 +65,8 @@ class RiskModel:
 
 def fit(data: Dataset, *, horizon_h: float, lookback_h: float, seed: int = 0) -> RiskModel:
     """Train on `data`; the threshold maximises F1 on the training rows (never on the held-out ones)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     estimator = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.08, max_leaf_nodes=15,
                                                l2_regularization=1.0, class_weight="balanced", random_state=seed)
     estimator.fit(data.features, data.labels)
@@ -86,6 +89,8 @@ def _best_threshold(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def score(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Scores:
+    from sklearn.metrics import average_precision_score, precision_score, recall_score
+
     predicted = (scores >= threshold).astype(int)
     return Scores(
         precision=round(float(precision_score(labels, predicted, zero_division=0)), 3),
