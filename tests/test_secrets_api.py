@@ -7,31 +7,21 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-import schemathesis
+from api_fuzz import CHECKS, bearer_for, bounded, schema
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from backend.api import tokens
 from backend.api.app import create_app
 from backend.config import Settings
 from backend.identity.principal import SYSTEM, Role
 
-APP = create_app(Settings(database_url="postgresql:///unset"))
-schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", APP).include(path_regex=r"^/api/v1/secrets")
+SCHEMA = schema(r"^/api/v1/secrets")
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    APP.state.settings = settings
-    with TestClient(APP) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
-    pool = getattr(APP.state, "db_pool", None)
-    if pool is not None:
-        pool.close()
-        APP.state.db_pool = None
 
 
 def _auth(db: psycopg.Connection, role: Role) -> dict[str, str]:
@@ -86,19 +76,12 @@ def test_roles_are_enforced_by_the_service(client: TestClient, db: psycopg.Conne
 
 
 @pytest.fixture
-def admin_token(settings: Settings, db: psycopg.Connection) -> Iterator[str]:
-    APP.state.settings = settings
-    yield tokens.create_token(db, SYSTEM, "fuzzer", Role.admin).value
-    pool = getattr(APP.state, "db_pool", None)
-    if pool is not None:
-        pool.close()
-        APP.state.db_pool = None
+def admin_headers(settings: Settings, db: psycopg.Connection) -> Iterator[dict[str, str]]:
+    with bearer_for(settings, db, Role.admin) as headers:
+        yield headers
 
 
-@schema.parametrize()
-@hypothesis_settings(max_examples=5, derandomize=True, deadline=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                            HealthCheck.filter_too_much])
-def test_secrets_api_never_fails_on_any_input(case, admin_token: str) -> None:  # type: ignore[no-untyped-def]
-    case.call_and_validate(headers={"Authorization": f"Bearer {admin_token}"},
-                           checks=[not_a_server_error, status_code_conformance, content_type_conformance])
+@SCHEMA.parametrize()
+@bounded(5)
+def test_secrets_api_never_fails_on_any_input(case, admin_headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    case.call_and_validate(headers=admin_headers, checks=CHECKS)
