@@ -55,8 +55,30 @@ def open_page(page: Page, title: str) -> None:
     page.wait_for_selector(READY)
 
 
+def critical_gpu(settings: Settings) -> str:
+    """The GPU Detail picker's label of the first critical GPU (host · GPU index · model)."""
+    with connect(settings) as conn:
+        row = conn.execute("SELECT host, gpu_index, model FROM gpu_health WHERE status = 'critical' "
+                           "ORDER BY host, gpu_index LIMIT 1").fetchone()
+    return f"{row['host']} · GPU {row['gpu_index']} · {row['model']}" if row else ""
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox by typing it."""
+    if not option:
+        return
+    page.get_by_role("combobox", name=label).click()
+    page.keyboard.type(option)
+    page.get_by_role("option", name=option).click()
+    page.wait_for_timeout(500)
+    page.wait_for_selector(READY)
+
+
 def seed(settings: Settings, hosts: int) -> tuple[int, float]:
     """The fleet's history, health, an admin, a stream key and a secret (so every page has something to show)."""
+    from backend.health.risk.dataset import FleetSpec
+    from backend.health.risk.predict import predict_fleet
+    from backend.health.risk.train import train_and_evaluate
     from backend.health.service import evaluate_once
     from backend.secrets.service import get_service
     from backend.streams import keys
@@ -74,6 +96,10 @@ def seed(settings: Settings, hosts: int) -> tuple[int, float]:
         keys.create_key(conn, admin, key_pepper(settings), "studio-1", owner="news")
     get_service(settings).create(admin, "ingest-api-token", value="demo-token-value")
     build_agent(settings).evaluate()  # one auto-shutdown evaluation of this host, for the VMs page
+    models = settings.health_model_dir
+    train_and_evaluate(train_seeds=[1, 2, 3, 4], test_seeds=[5, 6], horizon_h=24, out_dir=models,
+                       spec=FleetSpec(hours=24))
+    predict_fleet(settings, model_dir=models)  # failure risk for GPU Detail
     return stored, seconds
 
 
@@ -87,7 +113,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
     stack = DemoStack(workdir, settings=Settings(database_url=os.environ.get("DATABASE_URL"),
                                                  kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-                                                 secrets_local_path=workdir / "secrets.json"))
+                                                 secrets_local_path=workdir / "secrets.json",
+                                                 health_model_dir=workdir / "models"))
     try:
         settings = stack.start_infrastructure()
         stack.env.update(SECRETS_LOCAL_PATH=str(workdir / "secrets.json"), SECRETS_ENV_FILE="/nonexistent")
@@ -119,6 +146,8 @@ def main() -> None:
                 page.set_viewport_size({"width": 1440, "height": 2000})  # the app scrolls inside: show more of it
                 for title in SCREENSHOTS:
                     open_page(page, title)
+                    if title == "GPU Detail":  # show a GPU with something to say: the first critical one
+                        choose(page, "GPU", critical_gpu(settings))
                     page.wait_for_timeout(1500)  # let Plotly finish drawing
                     page.screenshot(path=args.screenshots / f"{title.lower().replace(' ', '_')}.png")
                 page.set_viewport_size({"width": 1440, "height": 1000})

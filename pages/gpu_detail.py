@@ -90,8 +90,8 @@ with guarded("Findings and risk"):
             st.success("No findings: every health rule passes.", icon=":material/check_circle:")
         for finding in assessed.health.findings if assessed else []:
             box = st.error if finding.severity == "critical" else st.warning
-            box(f"**{finding.title}** (since {fmt.when(finding.since)})\n\n{finding.action}")
-            st.json(finding.evidence, expanded=False)
+            evidence = " · ".join(f"{key}: {value}" for key, value in finding.evidence.items())
+            box(f"**{finding.title}** (since {fmt.when(finding.since)})\n\n{finding.action}\n\n*Evidence:* {evidence}")
     with risk_col:
         st.subheader("Failure risk")
         risk = assessed.risk if assessed else None
