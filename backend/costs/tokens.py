@@ -15,7 +15,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from backend.costs.spend import PRICED_MINUTES
+from backend.costs.spend import PRICED_RUNS
 from backend.queries.timeseries import check_range
 
 
@@ -49,10 +49,9 @@ def token_costs(conn: psycopg.Connection, start: datetime, end: datetime) -> lis
                       sum(requests) FILTER (WHERE latency_ms_p50 IS NOT NULL) AS p50_requests,
                       sum(requests) FILTER (WHERE latency_ms_p95 IS NOT NULL) AS p95_requests
                FROM token_usage WHERE time >= %(start)s AND time < %(end)s GROUP BY gpu_uuid, served_model),
-           minutes AS ({minutes} AND r.gpu_uuid IN (SELECT gpu_uuid FROM usage)),
-           gpu_cost AS (SELECT gpu_uuid, count(*) AS minutes, sum(price) / 60 AS cost,
+           gpu_cost AS (SELECT gpu_uuid, sum(minutes)::bigint AS minutes, sum(price * minutes) / 60 AS cost,
                                bool_and(price IS NOT NULL) AS priced
-                        FROM minutes GROUP BY gpu_uuid),
+                        FROM ({runs}) priced WHERE gpu_uuid IN (SELECT gpu_uuid FROM usage) GROUP BY gpu_uuid),
            shared AS (
                SELECT u.*, c.minutes, c.cost, coalesce(c.priced, false) AS costed,
                       (u.prompt + u.completion)::float8
@@ -68,8 +67,8 @@ def token_costs(conn: psycopg.Connection, start: datetime, end: datetime) -> lis
                   sum(p50_sum) / nullif(sum(p50_requests), 0) AS p50,
                   sum(p95_sum) / nullif(sum(p95_requests), 0) AS p95
            FROM shared GROUP BY served_model ORDER BY cost DESC, served_model"""
-    ).format(minutes=sql.SQL(PRICED_MINUTES))  # type: ignore[arg-type]
-    return [_token_cost(r) for r in conn.execute(query, {"start": start, "end": end})]
+    ).format(runs=sql.SQL(PRICED_RUNS))  # type: ignore[arg-type]
+    return [_token_cost(r) for r in conn.execute(query, {"start": start, "end": end, "idle": 0})]
 
 
 def _token_cost(r: dict) -> TokenCost:
