@@ -95,8 +95,14 @@ def test_api_requires_a_valid_bearer_token(client, db):
 def test_prometheus_metrics_count_requests_by_route(client, db):
     issued = tokens.create_token(db, SYSTEM, "scraper", Role.viewer)
     client.get("/api/v1/metrics", headers=_auth(issued.value))
+    client.get("/api/v1/gpus/GPU-0123abcd")
+    client.get("/no/such/page")
     body = client.get("/metrics").text
     assert 'api_requests_total{method="GET",route="/api/v1/metrics",status="200"}' in body
+    assert 'api_requests_total{method="GET",route="/api/v1/gpus/{gpu_uuid}",status="401"}' in body
+    assert 'api_requests_total{method="GET",route="unmatched",status="404"}' in body
+    assert 'api_request_duration_seconds_count{route="/api/v1/metrics"}' in body
+    assert "GPU-0123abcd" not in body and "/no/such/page" not in body
 
 
 def test_tokens_cli_create_list_revoke(settings, db):

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from backend.api.deps import lifespan
 from backend.api.errors import http_error, validation_error
-from backend.api.routes_meta import observe
+from backend.api.routes_meta import RequestMetrics
 from backend.config import Settings, get_settings
 from backend.errors import PlatformError
 from backend.identity.principal import PermissionDenied
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.middleware("http")(observe)
+    app.add_middleware(RequestMetrics)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:

@@ -17,8 +17,11 @@ def serve(
     host: str = typer.Option(None, "--host", help="bind address (default API_HOST)"),
     port: int = typer.Option(None, "--port", help="port (default API_PORT)"),
     workers: int = typer.Option(1, "--workers", min=1),
+    access_log: bool = typer.Option(False, "--access-log/--no-access-log",
+                                    help="log every request (callbacks are already in the attempts table and "
+                                         "/metrics; a line per callback costs CPU on the hottest path)"),
 ) -> None:
-    """Serve the API with uvicorn."""
+    """Serve the API with uvicorn on uvloop and the httptools parser (both installed with uvicorn's standard extra)."""
     settings = get_settings()
     uvicorn.run(
         "backend.api.app:create_app",
@@ -26,5 +29,8 @@ def serve(
         host=host or settings.api_host,
         port=port or settings.api_port,
         workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
         log_level=settings.log_level.lower(),
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.auth import viewer
 from backend.api.errors import ERROR_RESPONSES
@@ -47,11 +47,32 @@ def prometheus() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """HTTP middleware counting requests by route template (never the raw path, which may hold ids)."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-    LATENCY.labels(route).observe(time.perf_counter() - started)
-    return response
+class RequestMetrics:
+    """ASGI middleware counting requests by route template (never the raw path, which may hold ids).
+
+    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's `BaseHTTPMiddleware` costs about as
+    much CPU as the RTMP callback it wraps. A request whose handler raises is counted as a 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(route, scope["method"], str(status)).inc()
+            LATENCY.labels(route).observe(time.perf_counter() - started)
