@@ -26,7 +26,7 @@ from backend.errors import PlatformError
 from backend.identity.principal import SYSTEM, PermissionDenied, Principal
 from backend.identity.users import resolve_principal
 
-console = Console()
+console = Console(soft_wrap=True)  # lines stay whole in pipes and logs (paths, keys, tokens)
 err_console = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
 log = logging.getLogger("backend.cli")
 F = TypeVar("F", bound=Callable[..., Any])
