@@ -43,7 +43,7 @@ def load_series(gpu_uuid: str, span_s: float, end_minute: datetime) -> object:
     metrics = [m for _, names, _ in CHARTS for m in names] + list(EVENT_METRICS)
     with connection() as conn:
         return timeseries.gpu_timeseries(conn, gpu_uuid, end_minute - timedelta(seconds=span_s), end_minute,
-                                         metrics, limit=timeseries.MAX_LIMIT)
+                                         metrics, limit=timeseries.MAX_LIMIT, bands=False)
 
 
 st.title("GPU Detail")

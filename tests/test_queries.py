@@ -111,6 +111,9 @@ def test_timeseries_values_at_each_resolution(fleet, db):
     assert minute.resolution == "1m" and len(minute.points) == 180
     first = minute.points[0]
     assert (first.values["gpu_temp"], first.min["gpu_temp"], first.max["gpu_temp"]) == pytest.approx((30.25, 30, 30.5))
+    lines = gpu_timeseries(db, "GPU-a", T0, T0 + timedelta(hours=3), ["gpu_temp"], bands=False)
+    assert [p.values for p in lines.points] == [p.values for p in minute.points]
+    assert all(p.min is None and p.max is None for p in lines.points)
     hour = gpu_timeseries(db, "GPU-c", T0, T0 + timedelta(hours=3), "gpu_temp,clocks_event_reasons,ecc_sbe_vol_total",
                           resolution="1h")
     assert [p.values["gpu_temp"] for p in hour.points] == [60.0, 80.0, 60.0]

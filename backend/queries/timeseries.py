@@ -111,8 +111,10 @@ def gpu_timeseries(
     resolution: Literal["auto", "raw", "1m", "1h"] = "auto",
     limit: int = 2000,
     cursor: str | None = None,
+    bands: bool = True,
 ) -> TimeSeries:
-    """Points in [start, end) for the named metrics (column names from `GET /api/v1/metrics`)."""
+    """Points in [start, end) for the named metrics (column names from `GET /api/v1/metrics`). `bands=False`
+    leaves out the rollups' per-bucket minima and maxima (a third of the columns) for callers that draw lines."""
     start, end = check_range(start, end)
     fields = parse_metrics(metrics)
     if not fields:
@@ -126,7 +128,7 @@ def gpu_timeseries(
     if conn.execute("SELECT 1 FROM gpus WHERE gpu_uuid = %s", (gpu_uuid,)).fetchone() is None:
         raise NotFound(f"no GPU with uuid {gpu_uuid!r}")
     params = {"gpu": gpu_uuid, "start": start, "end": end, "after": after, "limit": limit + 1}
-    points = _raw(conn, fields, params) if chosen == "raw" else _rollup(conn, fields, chosen, params)
+    points = _raw(conn, fields, params) if chosen == "raw" else _rollup(conn, fields, chosen, params, bands=bands)
     next_cursor = encode_cursor(chosen, points[limit - 1].time) if len(points) > limit else None
     return TimeSeries(gpu_uuid, start, end, chosen, [f.column for f in fields], points[:limit], next_cursor)
 
@@ -165,9 +167,12 @@ def _raw(conn: psycopg.Connection, fields: list[Field], params: dict) -> list[Se
     return points_from_rows(_fetch(conn, query, params), names, bands=False)
 
 
-def _rollup(conn: psycopg.Connection, fields: list[Field], resolution: str, params: dict) -> list[SeriesPoint]:
+def _rollup(conn: psycopg.Connection, fields: list[Field], resolution: str, params: dict, *, bands: bool
+            ) -> list[SeriesPoint]:
     relation, width = _ROLLUPS[resolution]
-    columns = [*map(value_column, fields), *(f"{f.column}_min" for f in fields), *(f"{f.column}_max" for f in fields)]
+    columns = [*map(value_column, fields)]
+    if bands:
+        columns += [*(f"{f.column}_min" for f in fields), *(f"{f.column}_max" for f in fields)]
     query = sql.SQL(
         """SELECT bucket, {cols} FROM {relation}
            WHERE gpu_uuid = %(gpu)s AND bucket > %(first)s AND bucket < %(end)s
@@ -175,4 +180,4 @@ def _rollup(conn: psycopg.Connection, fields: list[Field], resolution: str, para
            ORDER BY bucket LIMIT %(limit)s"""
     ).format(cols=_identifiers(columns), relation=sql.Identifier(relation))
     rows = _fetch(conn, query, {**params, "first": params["start"] - width})
-    return points_from_rows(rows, [f.column for f in fields], bands=True)
+    return points_from_rows(rows, [f.column for f in fields], bands=bands)
