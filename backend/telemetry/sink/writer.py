@@ -30,8 +30,8 @@ TOKEN_TYPES = ("timestamptz", "text", "text", "text", "float8", "int8", "int8", 
 
 _GPUS_UPSERT = """
 INSERT INTO gpus AS g (gpu_uuid, host, gpu_index, model, driver, labels, first_seen, last_seen)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::int2[], %s::text[], %s::text[], %s::jsonb[],
-                     %s::timestamptz[], %s::timestamptz[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::int2[], %b::text[], %b::text[], %b::jsonb[],
+                     %b::timestamptz[], %b::timestamptz[])
 ON CONFLICT (gpu_uuid) DO UPDATE SET
     first_seen = least(g.first_seen, excluded.first_seen),
     last_seen = greatest(g.last_seen, excluded.last_seen),
@@ -139,6 +139,7 @@ class PostgresWriter:
 
     @staticmethod
     def _upsert_gpus(cur: psycopg.Cursor, batch: Batch) -> None:
+        """Binary parameters (%b): psycopg's text array dumping quotes element by element in Python, 2× slower."""
         uuids = sorted(batch.gpus)  # a fixed lock order: concurrent sinks never deadlock on the inventory
         seen = [batch.gpus[u] for u in uuids]
         cur.execute(_GPUS_UPSERT, (
