@@ -1,7 +1,10 @@
 """The sink loop: consume → validate → dead-letter rejects → store → commit offsets, one batch at a time.
 
-Offsets are committed only after the database commit and after the dead letters are acknowledged, so a crash
-at any point replays (harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database outage is
+Batches are pipelined: while a writer thread stores batch N, the loop consumes and validates batch N+1 (the
+database waits release the GIL, so the second core does the decoding). Batch N+1 is handed to the writer only
+after batch N is finished, so at most one write is in flight and offsets are committed in order, each only after
+its database commit and after its dead letters are acknowledged: a crash at any point replays (harmlessly, thanks
+to ON CONFLICT DO NOTHING) instead of losing data. A database outage is
 waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
 refuses for its content is split so that only the offending messages go to the dead-letter topic.
 """
@@ -12,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +39,7 @@ _TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure, psy
 _CONTENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)  # this data, not the database
 MAX_BACKOFF_S = 5.0
 STOP_GRACE_S = 15.0
+INFLIGHT_POLL_S = 0.005  # how often the loop looks whether the writer thread is done while messages are scarce
 
 
 @dataclass
@@ -59,6 +64,17 @@ class SinkSummary:
         return self.consumed / (self.last_commit_at - self.first_message_at)
 
 
+@dataclass
+class _InFlight:
+    """A batch handed to the writer thread, with what finishing it needs."""
+
+    messages: list[Message]
+    batch: Batch
+    window: TimeWindow
+    started: float
+    write: Future[WriteResult]
+
+
 class Sink:
     """One member of the sink consumer group. `run()` returns when stopped (SIGTERM/SIGINT or `stop()`) or,
     with `until_idle`, after that many seconds without a new message."""
@@ -70,6 +86,8 @@ class Sink:
         self.metrics = metrics or SinkMetrics()
         self.summary = SinkSummary()
         self._writer = PostgresWriter(self.settings, use_copy=use_copy)
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self._inflight: _InFlight | None = None
         self._stop = threading.Event()
         self._pending: list[Message] = []
         self._consumer: Consumer | None = None
@@ -100,7 +118,9 @@ class Sink:
         try:
             self._loop()
             self._flush()
+            self._finish()
         finally:
+            self._write_thread.shutdown(wait=True)  # never close the connection under a running write
             self._consumer.close()
             self._writer.close()
         log.info("sink stopped: %s", self.summary)
@@ -116,6 +136,8 @@ class Sink:
         batch_started = time.monotonic()
         while not self._stop.is_set():
             wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
+            if self._inflight is not None:
+                wait = min(wait, INFLIGHT_POLL_S)
             messages = self._consumer.consume(num_messages=max(1, size - len(self._pending)), timeout=wait)
             now = time.monotonic()
             for message in messages:
@@ -129,16 +151,17 @@ class Sink:
                 self.summary.first_message_at = self.summary.first_message_at or now
                 if self._active_since is not None:
                     self._active_since = now
+            if self._inflight is not None and self._inflight.write.done():
+                self._finish()
             if self._pending and (len(self._pending) >= size or now >= batch_started + latency):
                 self._flush()
-                if self._active_since is not None:
-                    self._active_since = time.monotonic()  # a long flush (database outage) is not idleness
             elif self._idle(now):
                 return
 
     def _idle(self, now: float) -> bool:
         """`until_idle` seconds with partitions assigned and no new message (joining a group takes a while)."""
-        return (self.until_idle is not None and not self._pending and self._active_since is not None
+        return (self.until_idle is not None and not self._pending and self._inflight is None
+                and self._active_since is not None
                 and now - self._active_since >= self.until_idle)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -151,40 +174,57 @@ class Sink:
         self._active_since = None
         if not self._flushing:
             self._flush()
+            self._finish()
 
     def _flush(self) -> None:
+        """Validate the pending messages, dead-letter the rejects, finish the batch in flight, then hand this one
+        to the writer thread."""
         if not self._pending:
             return
         started = time.monotonic()
         messages, self._pending = self._pending, []
         self._flushing = True
         try:
-            self._flush_messages(messages)
+            window = TimeWindow(
+                oldest=datetime.now(UTC) - timedelta(days=self.settings.retention_raw_days),
+                latest=datetime.now(UTC) + FUTURE_ALLOWANCE,
+            )
+            batch = build_batch(messages, self.settings.telemetry_topic, window)
+            for message, rejected in batch.rejected:
+                self._dead_letter(message, rejected)
+            self._finish()
+            write = self._write_thread.submit(self._writer.write, batch)
+            self._inflight = _InFlight(messages, batch, window, started, write)
         finally:
             self._flushing = False
-        self._account_time(messages, time.monotonic() - started)
 
-    def _flush_messages(self, messages: list[Message]) -> None:
-        window = TimeWindow(
-            oldest=datetime.now(UTC) - timedelta(days=self.settings.retention_raw_days),
-            latest=datetime.now(UTC) + FUTURE_ALLOWANCE,
-        )
-        batch = build_batch(messages, self.settings.telemetry_topic, window)
-        self._store(batch, messages, window)
-        self._dead_letter_flush()
-        self._commit(batch.offsets)
-        self.summary.last_commit_at = time.monotonic()
-        self._observe_lag(batch)
-
-    def _store(self, batch: Batch, messages: list[Message], window: TimeWindow) -> None:
-        """Write with retries on transient errors; a batch refused for its content is split message by message."""
-        for message, rejected in batch.rejected:
-            self._dead_letter(message, rejected)
+    def _finish(self) -> None:
+        """Wait for the batch in flight to be stored (retrying or isolating here if the writer thread failed),
+        then acknowledge its dead letters and commit its offsets."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        self._flushing = True
         try:
-            self._count(self._write_with_retry(batch))
+            self._store(inflight)
+            self._dead_letter_flush()
+            self._commit(inflight.batch.offsets)
+        finally:
+            self._flushing = False
+        self.summary.last_commit_at = time.monotonic()
+        self._observe_lag(inflight.batch)
+        self._account_time(inflight.messages, self.summary.last_commit_at - inflight.started)
+        if self._active_since is not None:
+            self._active_since = time.monotonic()  # a long flush (database outage) is not idleness
+
+    def _store(self, inflight: _InFlight) -> None:
+        """The writer thread's result, with retries on transient errors; a batch refused for its content is split
+        message by message."""
+        try:
+            self._count(self._write_with_retry(inflight.batch, inflight.write))
         except _CONTENT_ERRORS as exc:
             log.warning("batch refused by the database (%s): isolating the offending messages", exc.sqlstate)
-            self._isolate(messages, batch, window)
+            self._isolate(inflight.messages, inflight.batch, inflight.window)
 
     def _isolate(self, messages: list[Message], batch: Batch, window: TimeWindow) -> None:
         rejected_ids = {id(m) for m, _ in batch.rejected}
@@ -199,12 +239,16 @@ class Sink:
                 batch.rejected.append((message, reason))
                 self._dead_letter(message, reason)
 
-    def _write_with_retry(self, batch: Batch) -> WriteResult:
+    def _write_with_retry(self, batch: Batch, first_attempt: Future[WriteResult] | None = None) -> WriteResult:
         """Retry transient failures (database down, deadlock) with back-off: never skip, never lose. After a
-        stop request the retries end after a grace period and the process exits without committing."""
+        stop request the retries end after a grace period and the process exits without committing.
+        `first_attempt`: the writer thread's try, whose failure counts as the first one."""
         delay, stop_deadline = 0.1, None
         while True:
             try:
+                if first_attempt is not None:
+                    attempt, first_attempt = first_attempt, None
+                    return attempt.result()
                 return self._writer.write(batch)
             except _TRANSIENT as exc:
                 self.metrics.db_retries.inc()
