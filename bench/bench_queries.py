@@ -6,9 +6,13 @@ in the same statement), so tables, rollups and the `gpus` inventory are exactly 
 
 1. Fleet overview (every GPU: status + latest sample). Ours: `fleet_overview` — `gpus.last_seen` plus one index
    lookup per GPU (LATERAL … ORDER BY time DESC LIMIT 1). Baseline: DISTINCT ON (gpu_uuid) over the raw table.
-2. 24 h GPU detail (latest sample of every metric + 1-minute series of all 16 gauges, avg/min/max). Ours:
-   `gpu_detail` + `gpu_timeseries(resolution=auto → 1m)` from the rollup. Baseline: the same series aggregated
-   from the raw samples with GROUP BY minute.
+2. 24 h GPU detail (latest sample of every metric + 1-minute series). Ours: `gpu_detail` +
+   `gpu_timeseries(resolution=auto → 1m)` from the rollup. Baseline: the same series aggregated from the raw
+   samples with GROUP BY minute. Two requests: what the GPU Detail page asks for (its 15 charted and event
+   metrics, bucket values only: `bands=False`), and all 16 gauges with avg/min/max (the API's widest answer).
+3. Spend for the Overview (today's spend + month-end projection = month-to-date by day + trailing 24 h). Ours:
+   `cost_summary` + `month_projection` (minutes counted per GPU, day and price stretch, then priced). Baseline:
+   the same summaries from one priced row per GPU-minute (join and numeric sum per minute).
 
 Both sides return the same Python objects and the bench checks the answers match before timing them.
 
@@ -41,7 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.config import Settings  # noqa: E402
+from backend.costs.projection import month_projection  # noqa: E402
+from backend.costs.spend import CostSummary, _as_total, _key_sql, _row, cost_summary  # noqa: E402
 from backend.db.migrate import migrate  # noqa: E402
+from backend.queries.catalog import parse_metrics, value_column  # noqa: E402
 from backend.queries.fleet import SUMMARY_METRICS, FleetPage, GpuSummary, fleet_overview, gpu_detail  # noqa: E402
 from backend.queries.timeseries import SeriesPoint, gpu_timeseries, points_from_rows  # noqa: E402
 from backend.telemetry.fields import COLUMNS, FIELDS  # noqa: E402
@@ -49,6 +56,10 @@ from backend.telemetry.sink.batch import Batch, GpuSeen  # noqa: E402
 from backend.telemetry.sink.writer import PostgresWriter  # noqa: E402
 
 GAUGES = [f.column for f in FIELDS if f.kind == "gauge"]
+PAGE_METRICS = ["gpu_temp", "memory_temp", "power_usage", "gpu_util", "mem_copy_util", "enc_util", "dec_util",
+                "fb_used", "fb_free", "sm_clock", "mem_clock", "ecc_sbe_vol_total", "ecc_dbe_vol_total", "xid_errors",
+                "clocks_event_reasons"]
+"""What pages/gpu_detail.py charts (CHARTS + EVENT_METRICS); it draws bucket values, never the min/max bands."""
 MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L4")
 STALE_AFTER = timedelta(seconds=120)
 
@@ -144,6 +155,60 @@ def series_sql() -> tuple[str, str]:
             "WHERE gpu_uuid = %s AND time >= %s AND time < %s GROUP BY 1 ORDER BY 1")
 
 
+def page_series_sql() -> str:
+    """The raw-table twin of the page's request: each metric's bucket value as the rollup defines it."""
+    aggregate = {"avg": "avg", "or": "bit_or", "max": "max"}
+    cols = ", ".join(f"{aggregate[value_column(f).rsplit('_', 1)[1]]}({f.column})" for f in parse_metrics(PAGE_METRICS))
+    return (f"SELECT date_trunc('minute', time) AS bucket, {cols} FROM gpu_metrics "
+            "WHERE gpu_uuid = %s AND time >= %s AND time < %s GROUP BY 1 ORDER BY 1")
+
+
+PRICED_MINUTES = """
+    SELECT r.bucket, r.gpu_uuid, r.host, g.model, g.labels, r.gpu_util_avg, p.usd_per_gpu_hour AS price
+    FROM gpu_metrics_1m r
+    JOIN gpus g ON g.gpu_uuid = r.gpu_uuid
+    LEFT JOIN gpu_prices p
+      ON lower(p.gpu_model) = lower(g.model)
+     AND p.pricing_kind = CASE WHEN g.labels->>'pricing_kind' IN ('on_demand', 'spot', 'committed')
+                               THEN g.labels->>'pricing_kind' ELSE 'on_demand' END
+     AND p.effective_from <= r.bucket AND (p.effective_to IS NULL OR r.bucket < p.effective_to)
+    WHERE r.bucket >= %(start)s AND r.bucket < %(end)s AND r.samples > 0"""
+
+
+def spend_per_minute(conn: psycopg.Connection, start: datetime, end: datetime, group_by: str) -> CostSummary:
+    """`cost_summary` as first written: every GPU-minute joined to its price and summed in numeric."""
+    key, extra = _key_sql(group_by)
+    key = sql.SQL("to_char(date_trunc('day', bucket, 'UTC'), 'YYYY-MM-DD')") if group_by == "day" else key
+    rows = conn.execute(sql.SQL(
+        """WITH minutes AS ({minutes})
+           SELECT key, count(DISTINCT gpu_uuid) AS gpus, count(*) AS minutes,
+                  count(*) FILTER (WHERE gpu_util_avg < %(idle)s) AS idle_minutes,
+                  count(*) FILTER (WHERE price IS NULL) AS unpriced_minutes,
+                  coalesce(sum(price), 0) / 60 AS cost,
+                  coalesce(sum(price) FILTER (WHERE gpu_util_avg < %(idle)s), 0) / 60 AS idle_cost
+           FROM (SELECT {key} AS key, * FROM minutes) m
+           GROUP BY GROUPING SETS ((key), ()) ORDER BY grouping(key), cost DESC, key""").format(
+        minutes=sql.SQL(PRICED_MINUTES), key=key), {"start": start, "end": end, "idle": 5.0, **extra}).fetchall()
+    grouped = [_row(r) for r in rows if r["key"] is not None]
+    total = next((_row(r) for r in rows if r["key"] is None), None)
+    return CostSummary(start, end, group_by, 5.0, grouped, _as_total(total))
+
+
+def overview_spend(conn: psycopg.Connection, now: datetime) -> tuple:
+    """What the Overview's spend panel computes (pages/overview.py): today's spend and the month projection."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = month_projection(conn, now)
+    return cost_summary(conn, midnight, now, group_by="total").total, month.daily, month.run_rate_usd_per_day
+
+
+def overview_spend_per_minute(conn: psycopg.Connection, now: datetime) -> tuple:
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    daily = sorted(spend_per_minute(conn, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now,
+                                    "day").rows, key=lambda r: r.key)
+    window = spend_per_minute(conn, now - timedelta(days=1), now, "total").total
+    return spend_per_minute(conn, midnight, now, "total").total, daily, window.cost_usd
+
+
 def fetch(conn: psycopg.Connection, query: str, params: tuple) -> list[tuple]:
     with conn.cursor(binary=True, row_factory=tuple_row) as cur:
         return cur.execute(query, params).fetchall()
@@ -174,6 +239,12 @@ def same_points(a: list[SeriesPoint], b: list[SeriesPoint]) -> bool:
         return all(math.isclose(x[k], y[k], rel_tol=1e-9, abs_tol=1e-9) for k in x)
     return len(a) == len(b) and all(p.time == q.time and close(p.values, q.values) and close(p.min, q.min)
                                     and close(p.max, q.max) for p, q in zip(a, b, strict=True))
+
+
+def same_values(a: list[SeriesPoint], b: list[SeriesPoint]) -> bool:
+    return len(a) == len(b) and all(
+        p.time == q.time and all(math.isclose(p.values[k], q.values[k], rel_tol=1e-9, abs_tol=1e-9) for k in p.values)
+        for p, q in zip(a, b, strict=True))
 
 
 def main() -> None:
@@ -219,6 +290,11 @@ def main() -> None:
             ours_series = gpu_timeseries(conn, probe, start, end, GAUGES, resolution="auto")
             assert ours_series.resolution == "1m" or args.hours <= 2
             assert same_points(ours_series.points, series_from_raw(conn, probe, start, end)), "series answers differ"
+            page_raw_sql = page_series_sql()
+            ours_page = gpu_timeseries(conn, probe, start, end, PAGE_METRICS, resolution="auto", bands=False)
+            raw_page = points_from_rows(fetch(conn, page_raw_sql, (probe, start, end)), PAGE_METRICS, bands=False)
+            assert same_values(ours_page.points, raw_page), "page series answers differ"
+            assert overview_spend(conn, end) == overview_spend_per_minute(conn, end), "spend answers differ"
 
             fleet = timed(lambda i: fleet_overview(conn, limit=1000, now=end, stale_after=STALE_AFTER), args.runs)
             fleet_raw = timed(lambda i: fleet_from_raw(conn, end), max(5, args.runs // 4))
@@ -233,8 +309,23 @@ def main() -> None:
                 gpu_detail(conn, gpu, now=end, stale_after=STALE_AFTER)
                 series_from_raw(conn, gpu, start, end)
 
+            def page(i: int) -> None:
+                gpu = gpus[i % len(gpus)]
+                gpu_detail(conn, gpu, now=end, stale_after=STALE_AFTER)
+                gpu_timeseries(conn, gpu, start, end, PAGE_METRICS, resolution="auto", bands=False)
+
+            def page_raw(i: int) -> None:
+                gpu = gpus[i % len(gpus)]
+                gpu_detail(conn, gpu, now=end, stale_after=STALE_AFTER)
+                points_from_rows(fetch(conn, page_raw_sql, (gpu, start, end)), PAGE_METRICS, bands=False)
+
             det = timed(detail, args.runs)
             det_raw = timed(detail_raw, args.runs)
+            det_page = timed(page, args.runs)
+            det_page_raw = timed(page_raw, args.runs)
+            spend_runs = max(5, args.runs // 4)
+            spend = timed(lambda i: overview_spend(conn, end), spend_runs)
+            spend_raw = timed(lambda i: overview_spend_per_minute(conn, end), spend_runs)
             rollup_sql, raw_sql = series_sql()
             minute_before = start - timedelta(minutes=1)
             sql_only = timed(lambda i: fetch(conn, rollup_sql, (gpus[i % len(gpus)], minute_before, end)), args.runs)
@@ -247,12 +338,15 @@ def main() -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\n{args.gpus} GPUs × {args.hours} h at {args.interval} s = {rows:,} samples; p50 / p95 over "
-          f"{args.runs} runs (baseline fleet: {max(5, args.runs // 4)} runs)")
+          f"{args.runs} runs (fleet baseline and spend: {max(5, args.runs // 4)} runs)")
     print("| view | ours p50 / p95 (ms) | from raw p50 / p95 (ms) | speed-up (p95) |")
     print("| --- | --- | --- | --- |")
     for title, ours, raw in (("fleet overview (all GPUs)", fleet, fleet_raw),
-                             (f"{args.hours} h GPU detail (16 gauges, 1 m)", det, det_raw),
-                             ("  of which the series query alone (SQL + binary transfer)", sql_only, sql_only_raw)):
+                             (f"{args.hours} h GPU detail as the page asks (15 metrics, 1 m, values)", det_page,
+                              det_page_raw),
+                             (f"{args.hours} h GPU detail (16 gauges, 1 m, avg/min/max)", det, det_raw),
+                             ("  of which the series query alone (SQL + binary transfer)", sql_only, sql_only_raw),
+                             ("Overview spend (today + month projection)", spend, spend_raw)):
         print(f"| {title} | {ours[0]:.1f} / {ours[1]:.1f} | {raw[0]:.1f} / {raw[1]:.1f} | {raw[1] / ours[1]:.1f}× |")
 
 
