@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
 
     # -- sink -----------------------------------------------------------------------------------------
-    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_batch_size: int = Field(default=20000, ge=1)
     sink_batch_max_latency_ms: int = Field(default=50, ge=1)
     sink_metrics_port: int | None = None
 
