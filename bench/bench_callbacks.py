@@ -236,7 +236,8 @@ def in_process_split(settings: Settings, requests: list[bytes], n: int = 1500, r
 def _serve(target: list[str], env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *target, "--factory", "--host", "127.0.0.1", "--port",
-                             str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+                             str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+                             "--loop", "uvloop", "--http", "httptools"],  # as `stream-platform api serve` runs
                             env={**os.environ, **env}, cwd=ROOT)
     wait_for_port(port, timeout=30)
     return proc, port
