@@ -2,6 +2,7 @@
 
 Migrations are SQL files in `backend/db/migrations/` named `NNNN_slug.sql`. A file may come in two flavours,
 `NNNN_slug.postgres.sql` and `NNNN_slug.timescaledb.sql`; the one matching the database's profile is applied.
+A migration may also be Python (`NNNN_slug[.profile].py`) whose `sql()` returns the text, treated like a file's.
 Version ranges belong to areas so parallel work never collides: 0001-0099 core, 0100 telemetry, 0200 health,
 0250 costs, 0280 api, 0300 streams, 0400 vm, 0500 secrets. Each file runs in its own transaction unless its
 first line is `-- no-transaction` (TimescaleDB continuous aggregates need that). A version that is already
@@ -11,10 +12,12 @@ applied is never run again; versions may be applied out of order, so areas can a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Literal
 
 import psycopg
@@ -25,7 +28,8 @@ from backend.db.connection import connect
 log = logging.getLogger(__name__)
 
 Profile = Literal["postgres", "timescaledb"]
-_NAME = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.sql$")
+_NAME = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.(?:sql|py)$")
+MIGRATIONS = "backend.db.migrations"
 _LOCK_KEY = 0x5354524D  # advisory lock: one migrator at a time
 
 
@@ -59,19 +63,31 @@ def discover(profile: Profile) -> list[Migration]:
     """The migrations for a profile, in version order; a profile-specific file wins over a plain one."""
     found: dict[int, Migration] = {}
     specific: set[int] = set()
-    for entry in resources.files("backend.db.migrations").iterdir():
+    for entry in resources.files(MIGRATIONS).iterdir():
         match = _NAME.match(entry.name)
         if not match:
             continue
         version, file_profile = int(match["version"]), match["profile"]
         if file_profile not in (None, profile) or (file_profile is None and version in specific):
             continue
-        if version in found and file_profile is None:
+        if version in found and (file_profile is None or version in specific):
             raise RuntimeError(f"two migrations share version {version:04d}: {found[version].slug}, {match['slug']}")
-        found[version] = Migration(version, match["slug"], entry.read_text(encoding="utf-8"))
+        found[version] = Migration(version, match["slug"], _text(entry))
         if file_profile:
             specific.add(version)
     return [found[v] for v in sorted(found)]
+
+
+def _text(entry: Traversable) -> str:
+    """A SQL file's contents, or what a Python migration's `sql()` returns (generated from code, e.g. FIELDS)."""
+    if entry.name.endswith(".sql"):
+        return entry.read_text(encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"{MIGRATIONS}.{entry.name[:-3].replace('.', '_')}", str(entry))
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load migration {entry.name}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.sql()
 
 
 def detect_profile(conn: psycopg.Connection, wanted: str = "auto") -> Profile:
