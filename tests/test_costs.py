@@ -67,6 +67,13 @@ def test_gpu_hours_spend_and_idle_by_host(usage, db):
     assert total.usd_per_gpu_hour == pytest.approx(21 / 3)
 
 
+def test_a_range_without_telemetry_costs_nothing(usage, db):
+    empty = cost_summary(db, T0 - timedelta(days=3), T0 - timedelta(days=2), group_by="total")
+    assert empty.rows == []
+    assert (empty.total.gpus, empty.total.gpu_hours, empty.total.cost_usd) == (0, 0.0, 0.0)
+    assert empty.total.usd_per_gpu_hour is None
+
+
 def test_grouping_by_model_label_gpu_and_day(usage, db):
     def keyed(group_by):
         return {r.key: round(r.cost_usd, 6) for r in cost_summary(db, *usage, group_by=group_by).rows}

@@ -99,8 +99,8 @@ def cost_summary(
         raise BadParameter("idle_threshold_pct", "must be between 0 and 100")
     key, extra = _key_sql(group_by)
     query = sql.SQL(
-        """SELECT key, count(DISTINCT gpu_uuid) AS gpus, sum(minutes)::bigint AS minutes,
-                  sum(idle_minutes)::bigint AS idle_minutes,
+        """SELECT key, count(DISTINCT gpu_uuid) AS gpus, coalesce(sum(minutes), 0)::bigint AS minutes,
+                  coalesce(sum(idle_minutes), 0)::bigint AS idle_minutes,
                   coalesce(sum(minutes) FILTER (WHERE price IS NULL), 0)::bigint AS unpriced_minutes,
                   coalesce(sum(price * minutes), 0) / 60 AS cost,
                   coalesce(sum(price * idle_minutes), 0) / 60 AS idle_cost
