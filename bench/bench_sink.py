@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -247,7 +248,7 @@ def bench_quix(settings: Settings, n: int) -> tuple[float, int]:
                 "gpu_index": m["gpu_index"], **m["metrics"]}
 
     app = Application(broker_address=settings.kafka_bootstrap_servers, consumer_group=settings.kafka_group_id,
-                      auto_offset_reset="earliest", loglevel="WARNING",
+                      auto_offset_reset="earliest", loglevel="WARNING", state_dir=tempfile.mkdtemp(prefix="quix-"),
                       consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
     sink = PostgreSQLSink(host=params.get("host", "localhost"), port=int(params.get("port", 5432)),
                           dbname=params["dbname"], user=params.get("user", "postgres"),
