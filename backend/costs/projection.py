@@ -42,21 +42,28 @@ def _month_bounds(at: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
+def project(daily: list[CostRow], trailing_total_usd: float, trailing: timedelta, as_of: datetime
+            ) -> MonthProjection:
+    """Pure arithmetic: month-to-date (the sum of `daily`) + the trailing window's spend per day × days left."""
+    month_start, month_end = _month_bounds(as_of)
+    month_to_date = sum(r.cost_usd for r in daily)
+    trailing_days = trailing / DAY
+    run_rate = trailing_total_usd / trailing_days
+    remaining = (month_end - as_of) / DAY
+    return MonthProjection(month_start, month_end, as_of, month_to_date, run_rate, trailing_days, remaining,
+                           month_to_date + run_rate * remaining, daily)
+
+
 def month_projection(
     conn: psycopg.Connection, as_of: datetime | None = None, *, trailing: timedelta = DAY,
     idle_threshold_pct: float = 5.0,
 ) -> MonthProjection:
-    """Projected spend of the month containing `as_of` = month-to-date + run rate × days left, where the run rate
-    is the spend of the `trailing` window before `as_of`, per day."""
+    """Projected spend of the month containing `as_of`: loads the month's daily spend and the `trailing` window's
+    total before `as_of`, then `project`s them."""
     as_of = check_time(as_of, "as_of") if as_of else datetime.now(UTC)
     if not timedelta(hours=1) <= trailing <= timedelta(days=31):
         raise BadParameter("trailing", "must be between 1 hour and 31 days")
-    month_start, month_end = _month_bounds(as_of)
+    month_start, _ = _month_bounds(as_of)
     daily = daily_spend(conn, month_start, as_of, idle_threshold_pct=idle_threshold_pct) if as_of > month_start else []
-    month_to_date = sum(r.cost_usd for r in daily)
     window = cost_summary(conn, as_of - trailing, as_of, group_by="total", idle_threshold_pct=idle_threshold_pct)
-    trailing_days = trailing / DAY
-    run_rate = window.total.cost_usd / trailing_days
-    remaining = (month_end - as_of) / DAY
-    return MonthProjection(month_start, month_end, as_of, month_to_date, run_rate, trailing_days, remaining,
-                           month_to_date + run_rate * remaining, daily)
+    return project(daily, window.total.cost_usd, trailing, as_of)

@@ -1,41 +1,26 @@
-"""Alert lifecycle: open → (acknowledged) → resolved, one active alert per (GPU, rule).
+"""Alerts in PostgreSQL: one active alert per (GPU, rule), loaded, decided by `transitions.transition`, saved.
 
-Flap suppression: an alert resolves only after its condition has been clear for `resolve_after_evaluations`
-consecutive evaluations and `resolve_hold_s` seconds since it last fired; a condition that returns within
-`reopen_window_s` of the resolution reopens the same alert (counted in `reopen_count`) instead of a new one.
-A GPU whose telemetry is stale keeps its alerts as they are: no data is not the same as clear.
+The lifecycle itself (open → acknowledged → resolved, flap suppression, reopen within a window, escalation, stale
+data keeps alerts as they are) is the pure function in `backend/health/transitions.py`; this module only loads
+alerts, saves what was decided and records each event with its reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from backend import audit
-from backend.config import Settings
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.health.findings import SEVERITY_RANK, Finding, GpuHealth
+from backend.health.transitions import AlertPolicy, AlertState, EventKind, Transition, transition
 from backend.identity.principal import PermissionDenied, Principal, Role, require_role
 
-AlertState = Literal["open", "acknowledged", "resolved"]
 ALERT_STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
-EventKind = Literal["opened", "reopened", "escalated", "acknowledged", "resolved"]
-
-
-@dataclass(frozen=True)
-class AlertPolicy:
-    resolve_after_evaluations: int = 3
-    resolve_hold_s: float = 120.0
-    reopen_window_s: float = 3600.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AlertPolicy:
-        return cls(settings.health_resolve_after_evaluations, settings.health_resolve_hold_s,
-                   settings.health_reopen_window_s)
 
 
 @dataclass(frozen=True)
@@ -69,17 +54,19 @@ class AlertEvent:
 
     kind: EventKind
     alert: Alert
+    reason: str
 
 
 @dataclass(frozen=True)
 class AlertEventRecord:
-    """One line of an alert's timeline, with the alert as it was then and whether the webhook got it."""
+    """One line of an alert's timeline, with the alert as it was then, why, and whether the webhook got it."""
 
     id: int
     alert_id: int
     kind: EventKind
     at: datetime
     actor: str
+    reason: str
     alert: dict[str, Any]
     attempts: int
     delivered_at: datetime | None
@@ -104,25 +91,26 @@ def reconcile(
     """Open, update and resolve alerts so they match this evaluation's findings; returns what changed."""
     events: list[AlertEvent] = []
     with conn.transaction():
-        active = {
-            (a.gpu_uuid, a.rule): a
-            for a in map(_alert, conn.execute(
-                f"SELECT {_COLUMNS} FROM alerts WHERE state <> 'resolved' FOR UPDATE").fetchall())
-        }
+        active = {(a.gpu_uuid, a.rule): a for a in map(_alert, conn.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE state <> 'resolved' FOR UPDATE").fetchall())}
+        recent = {(a.gpu_uuid, a.rule): a for a in map(_alert, conn.execute(
+            f"""SELECT DISTINCT ON (gpu_uuid, rule) {_COLUMNS} FROM alerts
+                WHERE state = 'resolved' AND resolved_at >= %s
+                ORDER BY gpu_uuid, rule, resolved_at DESC""",
+            (now - timedelta(seconds=policy.reopen_window_s),)).fetchall())}
         for health in results:
             for finding in health.findings:
-                current = active.pop((health.gpu_uuid, finding.rule), None)
-                event = _fire(conn, health, finding, current, now, policy)
-                if event:
-                    events.append(event)
+                key = (health.gpu_uuid, finding.rule)
+                current = active.pop(key, None) or recent.get(key)
+                decided = transition(current, finding, now, policy)
+                events += _save(conn, decided, current, now, health=health, finding=finding)
         evaluated = {h.gpu_uuid: h for h in results}
         for alert in active.values():
             health = evaluated.get(alert.gpu_uuid)
-            if health is None or health.status == "unknown":
+            if health is None:
                 continue
-            event = _clear(conn, alert, now, policy)
-            if event:
-                events.append(event)
+            decided = transition(alert, None, now, policy, stale=health.status == "unknown")
+            events += _save(conn, decided, alert, now)
         record_events(conn, events, now, "system")
     return events
 
@@ -132,10 +120,10 @@ def record_events(conn: psycopg.Connection, events: list[AlertEvent], at: dateti
     if not events:
         return
     conn.execute(
-        """INSERT INTO alert_events (alert_id, kind, at, actor, alert)
-           SELECT * FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::jsonb[])""",
+        """INSERT INTO alert_events (alert_id, kind, at, actor, reason, alert)
+           SELECT * FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::jsonb[])""",
         ([e.alert.id for e in events], [e.kind for e in events], [at] * len(events), [actor] * len(events),
-         [Jsonb(alert_json(e.alert)) for e in events]),
+         [e.reason for e in events], [Jsonb(alert_json(e.alert)) for e in events]),
     )
 
 
@@ -143,64 +131,44 @@ def history(conn: psycopg.Connection, alert_id: int) -> list[AlertEventRecord]:
     """An alert's timeline, oldest first."""
     get_alert(conn, alert_id)
     rows = conn.execute(
-        """SELECT id, alert_id, kind, at, actor, alert, attempts, delivered_at FROM alert_events
+        """SELECT id, alert_id, kind, at, actor, reason, alert, attempts, delivered_at FROM alert_events
            WHERE alert_id = %s ORDER BY id""",
         (alert_id,),
     ).fetchall()
     return [AlertEventRecord(**r) for r in rows]
 
 
-def _fire(conn: psycopg.Connection, health: GpuHealth, finding: Finding, current: Alert | None, now: datetime,
-          policy: AlertPolicy) -> AlertEvent | None:
-    facts = {"severity": finding.severity, "title": finding.title, "evidence": Jsonb(finding.evidence),
-             "action": finding.action, "now": now}
-    if current is not None:
-        escalated = SEVERITY_RANK[finding.severity] > SEVERITY_RANK[current.severity]
-        row = conn.execute(
-            f"""UPDATE alerts SET severity = %(severity)s, title = %(title)s, evidence = %(evidence)s,
-                    action = %(action)s, last_firing_at = %(now)s, updated_at = %(now)s, clear_count = 0,
-                    state = CASE WHEN %(escalated)s THEN 'open' ELSE state END
-                WHERE id = %(id)s RETURNING {_COLUMNS}""",
-            facts | {"id": current.id, "escalated": escalated},
-        ).fetchone()
-        return AlertEvent("escalated", _alert(row)) if escalated else None
-    reopen_after = now - timedelta(seconds=policy.reopen_window_s)
-    row = conn.execute(
-        f"""UPDATE alerts SET state = 'open', severity = %(severity)s, title = %(title)s, evidence = %(evidence)s,
-                action = %(action)s, last_firing_at = %(now)s, updated_at = %(now)s, clear_count = 0,
-                reopen_count = reopen_count + 1, resolved_at = NULL, acknowledged_at = NULL,
-                acknowledged_by = NULL, ack_note = NULL
-            WHERE id = (SELECT id FROM alerts WHERE gpu_uuid = %(gpu)s AND rule = %(rule)s AND state = 'resolved'
-                          AND resolved_at >= %(after)s ORDER BY resolved_at DESC LIMIT 1)
-            RETURNING {_COLUMNS}""",
-        facts | {"gpu": health.gpu_uuid, "rule": finding.rule, "after": reopen_after},
-    ).fetchone()
-    if row is not None:
-        return AlertEvent("reopened", _alert(row))
-    row = conn.execute(
-        f"""INSERT INTO alerts (gpu_uuid, host, gpu_index, model, rule, severity, state, title, evidence, action,
-                                since, opened_at, last_firing_at, updated_at)
-            VALUES (%(gpu)s, %(host)s, %(index)s, %(model)s, %(rule)s, %(severity)s, 'open', %(title)s,
-                    %(evidence)s, %(action)s, %(since)s, %(now)s, %(now)s, %(now)s)
-            RETURNING {_COLUMNS}""",
-        facts | {"gpu": health.gpu_uuid, "host": health.host, "index": health.gpu_index, "model": health.model,
-                 "rule": finding.rule, "since": finding.since},
-    ).fetchone()
-    return AlertEvent("opened", _alert(row))
+_FIRE = """severity = %(severity)s, title = %(title)s, evidence = %(evidence)s, action = %(action)s,
+           last_firing_at = %(now)s, updated_at = %(now)s, clear_count = 0, state = %(state)s"""
+_SAVE = {
+    "open": f"""INSERT INTO alerts (gpu_uuid, host, gpu_index, model, rule, severity, state, title, evidence,
+                                    action, since, opened_at, last_firing_at, updated_at)
+                VALUES (%(gpu)s, %(host)s, %(index)s, %(model)s, %(rule)s, %(severity)s, %(state)s, %(title)s,
+                        %(evidence)s, %(action)s, %(since)s, %(now)s, %(now)s, %(now)s)
+                RETURNING {_COLUMNS}""",
+    "fire": f"UPDATE alerts SET {_FIRE} WHERE id = %(id)s RETURNING {_COLUMNS}",
+    "reopen": f"""UPDATE alerts SET {_FIRE}, reopen_count = reopen_count + 1, resolved_at = NULL,
+                      acknowledged_at = NULL, acknowledged_by = NULL, ack_note = NULL
+                  WHERE id = %(id)s RETURNING {_COLUMNS}""",
+    "clear": f"""UPDATE alerts SET clear_count = %(clears)s, updated_at = %(now)s, state = %(state)s,
+                     resolved_at = CASE WHEN %(state)s = 'resolved' THEN %(now)s ELSE resolved_at END
+                 WHERE id = %(id)s RETURNING {_COLUMNS}""",
+}
 
 
-def _clear(conn: psycopg.Connection, alert: Alert, now: datetime, policy: AlertPolicy) -> AlertEvent | None:
-    clears = alert.clear_count + 1
-    held = (now - alert.last_firing_at).total_seconds() >= policy.resolve_hold_s
-    resolve = clears >= policy.resolve_after_evaluations and held
-    row = conn.execute(
-        f"""UPDATE alerts SET clear_count = %(clears)s, updated_at = %(now)s,
-                state = CASE WHEN %(resolve)s THEN 'resolved' ELSE state END,
-                resolved_at = CASE WHEN %(resolve)s THEN %(now)s ELSE resolved_at END
-            WHERE id = %(id)s RETURNING {_COLUMNS}""",
-        {"clears": clears, "now": now, "resolve": resolve, "id": alert.id},
-    ).fetchone()
-    return AlertEvent("resolved", _alert(row)) if resolve else None
+def _save(conn: psycopg.Connection, decided: Transition, alert: Alert | None, now: datetime, *,
+          health: GpuHealth | None = None, finding: Finding | None = None) -> list[AlertEvent]:
+    """Store one decision; returns its event, if it has one."""
+    if decided.change == "none":
+        return []
+    params: dict[str, Any] = {"now": now, "state": decided.state, "clears": decided.clear_count,
+                              "id": alert.id if alert else None}
+    if finding is not None and health is not None:
+        params |= {"severity": finding.severity, "title": finding.title, "evidence": Jsonb(finding.evidence),
+                   "action": finding.action, "gpu": health.gpu_uuid, "host": health.host,
+                   "index": health.gpu_index, "model": health.model, "rule": finding.rule, "since": finding.since}
+    row = conn.execute(_SAVE[decided.change], params).fetchone()
+    return [AlertEvent(decided.event, _alert(row), decided.reason)] if decided.event else []
 
 
 def list_alerts(
@@ -271,7 +239,8 @@ def acknowledge(conn: psycopg.Connection, principal: Principal, alert_id: int, n
                 WHERE id = %(id)s RETURNING {_COLUMNS}""",
             {"now": now, "who": principal.name, "note": note, "id": alert_id},
         ).fetchone()
-        record_events(conn, [AlertEvent("acknowledged", _alert(row))], now, principal.name)
+        record_events(conn, [AlertEvent("acknowledged", _alert(row), f"acknowledged by {principal.name}")], now,
+                      principal.name)
         audit.record(conn, actor=principal.name, area="health", action="alert.ack", target=target, outcome="ok",
                      detail={"gpu_uuid": alert.gpu_uuid, "rule": alert.rule, "note": note})
     return _alert(row)

@@ -145,10 +145,10 @@ def history(alert_id: int, as_json: bool = typer.Option(False, "--json")) -> Non
     if as_json:
         print_json(events)
         return
-    table = Table("at", "event", "by", "severity", "state", "webhook")
+    table = Table("at", "event", "by", "why", "severity", "state", "webhook")
     for e in events:
         webhook = f"delivered {e.delivered_at:%H:%M:%S}" if e.delivered_at else f"pending ({e.attempts} tries)"
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.actor, _styled(e.alert["severity"]),
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.actor, e.reason, _styled(e.alert["severity"]),
                       _styled(e.alert["state"]), webhook)
     console.print(table)
 

@@ -59,11 +59,11 @@ class _HideUrl(logging.Filter):
         return True
 
 
-def json_payload(kind: str, alert: dict[str, Any]) -> dict[str, Any]:
-    return {"event": kind, "alert": alert, "sent_at": datetime.now(UTC).isoformat()}
+def json_payload(kind: str, alert: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {"event": kind, "reason": reason, "alert": alert, "sent_at": datetime.now(UTC).isoformat()}
 
 
-def slack_payload(kind: str, a: dict[str, Any]) -> dict[str, Any]:
+def slack_payload(kind: str, a: dict[str, Any], reason: str) -> dict[str, Any]:
     """Slack incoming-webhook message: `text` for notifications, blocks for the detail."""
     headline = (f"{_ICONS[kind]} [{a['severity'].upper()}] {a['title']} on {a['host']} GPU {a['gpu_index']} — "
                 f"{kind}" + (f" by {a['acknowledged_by']}" if kind == "acknowledged" else ""))
@@ -76,7 +76,7 @@ def slack_payload(kind: str, a: dict[str, Any]) -> dict[str, Any]:
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
             {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
             {"type": "section",
-             "text": {"type": "mrkdwn", "text": f"*Evidence:* {evidence}\n*Action:* {a['action']}"}},
+             "text": {"type": "mrkdwn", "text": f"*Why:* {reason}\n*Evidence:* {evidence}\n*Action:* {a['action']}"}},
         ],
     }
 
@@ -101,12 +101,12 @@ def deliver_pending(conn: psycopg.Connection, webhook: Webhook, *, now: datetime
     try:
         with conn.transaction(), client or httpx.Client(timeout=webhook.timeout_s, follow_redirects=False) as http:
             rows = conn.execute(
-                """SELECT id, alert_id, kind, alert FROM alert_events WHERE delivered_at IS NULL AND at >= %s
+                """SELECT id, alert_id, kind, reason, alert FROM alert_events WHERE delivered_at IS NULL AND at >= %s
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (oldest, limit),
             ).fetchall()
             for row in rows:
-                ok = _post(http, webhook, build(row["kind"], row["alert"]))
+                ok = _post(http, webhook, build(row["kind"], row["alert"], row["reason"]))
                 conn.execute(
                     "UPDATE alert_events SET attempts = attempts + 1, delivered_at = CASE WHEN %s THEN now() END "
                     "WHERE id = %s", (ok, row["id"]))

@@ -79,6 +79,7 @@ def test_json_payload(db, receiver):
     [(path, body)] = receiver.posts
     assert path == "/hooks/T0123/s3cr3t-token"
     assert body["event"] == "opened"
+    assert body["reason"] == "critical: XID 79: GPU has fallen off the bus"
     assert body["alert"]["id"] == alert_id
     assert body["alert"]["gpu_uuid"] == "GPU-abc"
     assert body["alert"]["rule"] == "xid_79"
@@ -98,6 +99,7 @@ def test_slack_payload_for_open_and_acknowledge(db, receiver):
     assert opened["blocks"][0]["type"] == "section"
     texts = json.dumps(opened["blocks"])
     assert "`GPU-abc`" in texts and "Drain the node" in texts and "xid=79" in texts
+    assert "acknowledged by olga" in json.dumps(acked["blocks"])
     assert acked["text"].endswith("acknowledged by olga")
     assert [(e.kind, e.actor, e.delivered_at is not None) for e in history(db, alert_id)] == [
         ("opened", "system", True), ("acknowledged", "olga", True)]
