@@ -15,8 +15,6 @@ from backend.config import get_settings
 from backend.db import connect
 from backend.health import service
 from backend.health.alerts import ALERT_STATES
-from backend.health.risk.dataset import FleetSpec
-from backend.health.risk.train import train_and_evaluate
 from backend.health.rules import RULE_IDS
 from backend.health.xid import CATALOG
 from backend.telemetry.durations import parse_duration
@@ -189,6 +187,8 @@ def train(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train the failure-risk model on simulated fleets with injected faults; writes risk-vN.joblib."""
+    from backend.health.risk.training import FleetSpec, train_and_evaluate  # the only import of the simulator
+
     settings = get_settings()
     spec = FleetSpec(hosts=hosts, gpus_per_host=gpus_per_host, hours=hours)
     seeds = list(range(1, train_seeds + 1)), list(range(1001, 1001 + test_seeds))

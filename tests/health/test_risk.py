@@ -12,9 +12,8 @@ from threadpoolctl import threadpool_limits
 from backend.errors import InvalidInput, NotFound
 from backend.health import service
 from backend.health.risk import model as risk_model
-from backend.health.risk.dataset import FleetSpec
 from backend.health.risk.features import FEATURES, extract
-from backend.health.risk.train import train_and_evaluate
+from backend.health.risk.training import FleetSpec, train_and_evaluate
 
 from .crafted import NOW, history, rows, store
 

@@ -17,7 +17,6 @@ import joblib
 import numpy as np
 
 from backend.errors import NotFound
-from backend.health.risk.dataset import Dataset
 from backend.health.risk.features import FEATURES
 from backend.health.risk.store import Contribution
 
@@ -25,6 +24,27 @@ if TYPE_CHECKING:  # scikit-learn costs ~1 s to import: only training and scorin
     from sklearn.ensemble import HistGradientBoostingClassifier
 
 _FILE = re.compile(r"^risk-v(\d+)\.joblib$")
+
+@dataclass
+class Dataset:
+    """Feature rows with their labels, the rule baseline's scores, and the seeds they came from."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    baseline: np.ndarray
+    started: np.ndarray  # a fault had already begun on the GPU at the snapshot (so some signal can exist)
+    seeds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def concat(cls, parts: list[Dataset]) -> Dataset:
+        return cls(np.vstack([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.baseline for p in parts]), np.concatenate([p.started for p in parts]),
+                   [s for p in parts for s in p.seeds])
+
+    @property
+    def positives(self) -> int:
+        return int(self.labels.sum())
+
 
 
 @dataclass(frozen=True)

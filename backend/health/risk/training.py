@@ -1,24 +1,31 @@
-"""Training data from simulated fleets: faults injected at seeded times, features at regular snapshots, and the
-label "a critical fault begins on this GPU within the next H hours" from the simulator's fault schedule.
+"""Training the risk model on simulated fleets: faults injected at seeded times, features at regular snapshots,
+and the label "a critical fault begins on this GPU within the next H hours" from the simulator's fault schedule;
+then fit, and evaluate next to the rule baseline on held-out seeds.
 
-Snapshots of GPUs that have already failed are left out (there is nothing left to predict), as are snapshots
-without a full lookback of data. Everything is computed in memory: no Kafka, no database.
+Only `stream-platform health train` imports this module: it is the one place where production code meets the
+simulator. Snapshots of GPUs that have already failed are left out (there is nothing left to predict), as are
+snapshots without a full lookback of data. Everything is computed in memory: no Kafka, no database.
 """
 
 from __future__ import annotations
 
 import bisect
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
+from backend.errors import InvalidInput
 from backend.health.evaluate import HealthPolicy
 from backend.health.history import GpuHistory, Sample
+from backend.health.risk import model as risk_model
 from backend.health.risk.baseline import baseline_score
 from backend.health.risk.features import FEATURES, LOOKBACK, extract
+from backend.health.risk.model import Dataset, RiskModel, Scores
 from backend.telemetry.faults import KINDS, FaultSpec
 from backend.telemetry.simulator import Fleet
 
@@ -38,23 +45,6 @@ class FleetSpec:
     lookback: timedelta = LOOKBACK
 
 
-@dataclass
-class Dataset:
-    features: np.ndarray
-    labels: np.ndarray
-    baseline: np.ndarray
-    started: np.ndarray  # a fault had already begun on the GPU at the snapshot (so some signal can exist)
-    seeds: list[int] = field(default_factory=list)
-
-    @classmethod
-    def concat(cls, parts: list[Dataset]) -> Dataset:
-        return cls(np.vstack([p.features for p in parts]), np.concatenate([p.labels for p in parts]),
-                   np.concatenate([p.baseline for p in parts]), np.concatenate([p.started for p in parts]),
-                   [s for p in parts for s in p.seeds])
-
-    @property
-    def positives(self) -> int:
-        return int(self.labels.sum())
 
 
 def _faults(seed: int, spec: FleetSpec, gpus: int) -> list[FaultSpec]:
@@ -104,3 +94,59 @@ def build(seeds: list[int], spec: FleetSpec, horizon: timedelta,
         if advance:
             advance(1)
     return Dataset.concat(parts)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    version: str
+    path: Path | None
+    horizon_h: float
+    train_seeds: list[int]
+    test_seeds: list[int]
+    train_rows: int
+    threshold: float
+    model: Scores
+    baseline: Scores
+    model_started: Scores
+    baseline_started: Scores
+    seconds: float
+
+
+def train_and_evaluate(
+    *,
+    train_seeds: list[int],
+    test_seeds: list[int],
+    horizon_h: float,
+    spec: FleetSpec | None = None,
+    out_dir: Path | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[RiskModel, TrainReport]:
+    """Fit on `train_seeds`, score on `test_seeds` (never seen in training), save to `out_dir` if given."""
+    if not train_seeds or not test_seeds or set(train_seeds) & set(test_seeds):
+        raise InvalidInput("train and test seeds must both be given and must not overlap")
+    if horizon_h <= 0:
+        raise InvalidInput("the horizon must be a positive number of hours")
+    spec = spec or FleetSpec()
+    started = time.perf_counter()
+    horizon = timedelta(hours=horizon_h)
+    train = build(train_seeds, spec, horizon, advance)
+    test = build(test_seeds, spec, horizon, advance)
+    if not train.positives:
+        raise InvalidInput("the training fleets produced no positive examples: use more seeds or a larger fleet")
+    model = risk_model.fit(train, horizon_h=horizon_h, lookback_h=spec.lookback.total_seconds() / 3600)
+    probabilities = model.probabilities(test.features)
+    model_scores = risk_model.score(test.labels, probabilities, model.threshold)
+    baseline_scores = risk_model.score(test.labels, test.baseline, 1.0)
+    # leaving out positives whose fault had not begun yet: nothing in the telemetry can foretell those
+    seen = (test.labels == 0) | test.started
+    model_started = risk_model.score(test.labels[seen], probabilities[seen], model.threshold)
+    baseline_started = risk_model.score(test.labels[seen], test.baseline[seen], 1.0)
+    path = risk_model.next_path(out_dir) if out_dir is not None else None
+    version = path.stem if path else "unsaved"
+    report = TrainReport(version, path, horizon_h, train_seeds, test_seeds, len(train.labels), model.threshold,
+                         model_scores, baseline_scores, model_started, baseline_started,
+                         round(time.perf_counter() - started, 1))
+    model.report = asdict(report) | {"path": str(path) if path else None}
+    if path is not None:
+        risk_model.save(model, path)
+    return model, report
