@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.errors import PlatformError
+from backend.errors import ConfigError
 
 
 def _env_file() -> Path:
@@ -148,10 +148,6 @@ class Settings(BaseSettings):
         if not self.kafka_bootstrap_servers:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set: point it at a Kafka broker, or run `make demo`")
         return self.kafka_bootstrap_servers
-
-
-class ConfigError(PlatformError):
-    """A setting is missing or invalid; the message says which and what to do."""
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -28,3 +28,7 @@ class Unavailable(PlatformError):
     """A dependency (database, broker, cloud API) cannot be reached right now."""
 
     http_status = 503
+
+
+class ConfigError(PlatformError):
+    """A setting is missing or invalid; the message says which and what to do."""

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
-from backend.config import Settings
+from backend.config import Settings, get_settings
 from backend.db import migrate as runner
-from backend.db.migrate import discover, migrate, status
+from backend.db.migrate import ChangedMigration, discover, migrate, status
 
 
 def test_migrate_is_idempotent_and_reports_status(settings, db):
@@ -67,54 +67,68 @@ def test_missing_database_url_is_one_clear_line(monkeypatch):
     assert "Traceback" not in result.output
 
 
-def test_telemetry_migrations_are_generated_from_the_field_catalog():
+def test_every_catalog_field_has_its_columns_in_a_migrated_database(db):
+    """Adding a field to `fields.FIELDS` needs a new migration: without one, this fails (the sink would too)."""
     from backend.telemetry.fields import FIELDS
 
-    for profile, rollups_transactional in (("postgres", True), ("timescaledb", False)):
-        by_version = {m.version: m for m in discover(profile)}
-        raw, rollups = by_version[101], by_version[102]
-        assert (raw.slug, rollups.slug) == ("gpu_metrics", "gpu_metrics_rollups")
-        assert all(f"    {f.column:<35}{f.sql_type}," in raw.sql for f in FIELDS)
-        assert all(f"{f.column}_max" in rollups.sql for f in FIELDS)
-        assert rollups.transactional is rollups_transactional
-        assert "gpu_metrics_1m" in rollups.sql and "gpu_metrics_1h" in rollups.sql
+    def columns(table: str) -> set[str]:
+        rows = db.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
+                          (table,)).fetchall()
+        return {r["attname"] for r in rows}
+
+    raw, minute, hour = columns("gpu_metrics"), columns("gpu_metrics_1m"), columns("gpu_metrics_1h")
+    for f in FIELDS:
+        assert f.column in raw
+        assert {f"{f.column}_min", f"{f.column}_max"} <= minute & hour
+        if f.kind == "gauge":
+            assert f"{f.column}_avg" in minute & hour
 
 
-def test_python_migrations_are_applied_like_sql_files(pg_admin_url, tmp_path, monkeypatch):
-    """`NNNN_slug[.profile].py` exposing `sql()`: its text is applied and checksummed as a file's would be,
-    `-- no-transaction` included (CREATE INDEX CONCURRENTLY fails inside a transaction)."""
-    package = f"pymigr_{uuid.uuid4().hex[:8]}"
+def _package_of_migrations(tmp_path, monkeypatch, files: dict[str, str]):
+    package = f"migr_{uuid.uuid4().hex[:8]}"
     root = tmp_path / package
     root.mkdir()
     (root / "__init__.py").write_text("")
-    (root / "0001_plain.sql").write_text("CREATE TABLE plain (id integer PRIMARY KEY);\n")
-    (root / "0002_generated.py").write_text(
-        'def sql() -> str:\n    return "CREATE TABLE generated (" + ", ".join(["a integer", "b text"]) + ");"\n')
-    (root / "0003_concurrent.postgres.py").write_text(
-        'def sql() -> str:\n    return "-- no-transaction\\nCREATE INDEX CONCURRENTLY gen_b ON generated (b);\\n"\n')
-    (root / "0003_concurrent.timescaledb.py").write_text('def sql() -> str:\n    return "SELECT 1;"\n')
+    for name, text in files.items():
+        (root / name).write_text(text)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(runner, "MIGRATIONS", package)
+    return root
 
+
+def test_editing_an_applied_migration_is_refused(pg_admin_url, tmp_path, monkeypatch):
+    root = _package_of_migrations(tmp_path, monkeypatch, {
+        "0001_plain.sql": "CREATE TABLE plain (id integer PRIMARY KEY);\n",
+        "0002_concurrent.postgres.sql": "-- no-transaction\nCREATE INDEX CONCURRENTLY plain_id ON plain (id);\n",
+        "0002_concurrent.timescaledb.sql": "SELECT 1;\n"})
     found = {m.version: m for m in discover("postgres")}
-    assert [(v, m.slug) for v, m in found.items()] == [(1, "plain"), (2, "generated"), (3, "concurrent")]
-    assert found[2].sql == "CREATE TABLE generated (a integer, b text);" and found[2].transactional
-    assert not found[3].transactional
-    assert [m.sql for m in discover("timescaledb") if m.version == 3] == ["SELECT 1;"]
-
+    assert [(v, m.slug, m.transactional) for v, m in found.items()] == [(1, "plain", True), (2, "concurrent", False)]
     name, url = _fresh_database(pg_admin_url)
     try:
-        done = migrate(Settings(database_url=url))
-        assert done.applied == [(1, "plain"), (2, "generated"), (3, "concurrent")] and done.pending == []
+        assert migrate(Settings(database_url=url)).applied == [(1, "plain"), (2, "concurrent")]
         with psycopg.connect(url) as conn:
             checksums = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-            index = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'gen_b'").fetchone()
         assert checksums == {v: hashlib.sha256(m.sql.encode()).hexdigest()[:16] for v, m in found.items()}
-        assert index == ("CREATE INDEX gen_b ON public.generated USING btree (b)",)
+
+        (root / "0001_plain.sql").write_text("CREATE TABLE plain (id integer PRIMARY KEY, added text);\n")
+        (root / "0003_later.sql").write_text("CREATE TABLE later (id integer);\n")
+        with pytest.raises(ChangedMigration, match=r"0001_plain \(applied [0-9a-f]{16}, now [0-9a-f]{16}\)"):
+            migrate(Settings(database_url=url))
+        with psycopg.connect(url) as conn:  # refused before anything ran: the new migration is still pending
+            assert conn.execute("SELECT to_regclass('later')").fetchone() == (None,)
+
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+        result = CliRunner().invoke(app, ["db", "migrate"])
+        get_settings.cache_clear()
+        assert result.exit_code == 2 and "applied migrations were edited: 0001_plain" in result.output
+        assert "Traceback" not in result.output
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
-    (root / "0002_generated.sql").write_text("CREATE TABLE twin (id integer);\n")
+
+def test_two_migrations_with_one_version_are_refused(tmp_path, monkeypatch):
+    _package_of_migrations(tmp_path, monkeypatch, {"0002_one.sql": "SELECT 1;\n", "0002_two.sql": "SELECT 2;\n"})
     with pytest.raises(RuntimeError, match="two migrations share version 0002"):
         discover("postgres")

@@ -2,7 +2,8 @@
 
 Migrations are SQL files in `backend/db/migrations/` named `NNNN_slug.sql`. A file may come in two flavours,
 `NNNN_slug.postgres.sql` and `NNNN_slug.timescaledb.sql`; the one matching the database's profile is applied.
-A migration may also be Python (`NNNN_slug[.profile].py`) whose `sql()` returns the text, treated like a file's.
+Applied migrations are immutable: each one's checksum is recorded, and `migrate` refuses to run when a file no
+longer matches what a database applied (a changed schema goes in a new migration, never an edit).
 Version ranges belong to areas so parallel work never collides: 0001-0099 core, 0100 telemetry, 0200 health,
 0250 costs, 0280 api, 0300 streams, 0400 vm, 0500 secrets. Each file runs in its own transaction unless its
 first line is `-- no-transaction` (TimescaleDB continuous aggregates need that). A version that is already
@@ -12,23 +13,22 @@ applied is never run again; versions may be applied out of order, so areas can a
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from typing import Literal
 
 import psycopg
 
 from backend.config import Settings, get_settings
 from backend.db.connection import connect
+from backend.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 Profile = Literal["postgres", "timescaledb"]
-_NAME = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.(?:sql|py)$")
+_NAME = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.sql$")
 MIGRATIONS = "backend.db.migrations"
 _LOCK_KEY = 0x5354524D  # advisory lock: one migrator at a time
 
@@ -72,22 +72,10 @@ def discover(profile: Profile) -> list[Migration]:
             continue
         if version in found and (file_profile is None or version in specific):
             raise RuntimeError(f"two migrations share version {version:04d}: {found[version].slug}, {match['slug']}")
-        found[version] = Migration(version, match["slug"], _text(entry))
+        found[version] = Migration(version, match["slug"], entry.read_text(encoding="utf-8"))
         if file_profile:
             specific.add(version)
     return [found[v] for v in sorted(found)]
-
-
-def _text(entry: Traversable) -> str:
-    """A SQL file's contents, or what a Python migration's `sql()` returns (generated from code, e.g. FIELDS)."""
-    if entry.name.endswith(".sql"):
-        return entry.read_text(encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(f"{MIGRATIONS}.{entry.name[:-3].replace('.', '_')}", str(entry))
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load migration {entry.name}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.sql()
 
 
 def detect_profile(conn: psycopg.Connection, wanted: str = "auto") -> Profile:
@@ -126,6 +114,21 @@ def _applied(conn: psycopg.Connection) -> dict[int, str]:
     return {r["version"]: r["slug"] for r in conn.execute("SELECT version, slug FROM schema_migrations")}
 
 
+class ChangedMigration(ConfigError):
+    """An applied migration's file was edited: new and old databases would silently differ."""
+
+
+def verify(conn: psycopg.Connection, available: list[Migration]) -> None:
+    """Refuse when an applied migration's text is not what was applied (its recorded checksum)."""
+    recorded = {r["version"]: r["checksum"] for r in conn.execute("SELECT version, checksum FROM schema_migrations")}
+    changed = [m for m in available if m.version in recorded and recorded[m.version] != m.checksum]
+    if changed:
+        names = ", ".join(f"{m.version:04d}_{m.slug} (applied {recorded[m.version]}, now {m.checksum})"
+                          for m in changed)
+        raise ChangedMigration(f"applied migrations were edited: {names}. Restore them and put the change in a "
+                               "new migration (see docs/telemetry.md, 'Adding a field')")
+
+
 def migrate(settings: Settings | None = None) -> Status:
     """Apply every pending migration; safe to run any number of times, from several processes at once."""
     settings = settings or get_settings()
@@ -135,7 +138,9 @@ def migrate(settings: Settings | None = None) -> Status:
             profile = detect_profile(conn, settings.db_profile)
             _bootstrap(conn, profile)
             done = _applied(conn)
-            for migration in discover(profile):
+            available = discover(profile)
+            verify(conn, available)
+            for migration in available:
                 if migration.version in done:
                     continue
                 log.info("applying migration %04d_%s (%s)", migration.version, migration.slug, profile)
