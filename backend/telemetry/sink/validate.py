@@ -1,6 +1,6 @@
-"""Message contracts for gpu.metrics.v1 and token.usage.v1, enforced at the sink.
+"""The telemetry contract (`backend/telemetry/messages.py`) enforced at the sink.
 
-msgspec decodes and checks the JSON Schema's types, required keys, lengths and patterns in one C pass, then
+msgspec decodes and checks the contract's types, required keys, lengths and patterns in one C pass, then
 converts the metrics into a struct whose fields carry the catalog's plausible ranges (counters ≥ 0), also checked
 in C; it was the fastest of msgspec, pydantic and orjson + fastjsonschema (docs/benchmarks.md, Sink). Python only
 checks the names of metrics without a column and the timestamp window. JSON cannot carry NaN or Infinity, and
@@ -12,55 +12,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
 from backend.telemetry.fields import BY_COLUMN, FIELDS
+from backend.telemetry.messages import GpuSample, TokenUsage, is_metric_name
 
-M = msgspec.Meta
 MAX_MESSAGE_BYTES = 64 * 1024
 BIGINT_MAX = 2**63 - 1
-_METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,95}")
-
-Host = Annotated[str, M(min_length=1, max_length=253)]
-GpuUuid = Annotated[str, M(pattern=r"^(GPU|MIG)-[0-9A-Za-z-]{4,}$", max_length=96)]
-Labels = Annotated[dict[str, Annotated[str, M(max_length=256)]], M(max_length=64)]
-Timestamp = Annotated[datetime, M(tz=True)]
-
-
-class GpuSample(msgspec.Struct, forbid_unknown_fields=True):
-    """gpu.metrics.v1 (backend/telemetry/schemas/gpu.metrics.v1.json)."""
-
-    ts: Timestamp
-    host: Host
-    gpu_index: Annotated[int, M(ge=0, le=255)]
-    gpu_uuid: GpuUuid
-    metrics: Annotated[dict[str, int | float], M(min_length=1, max_length=512)]
-    schema: Literal["gpu.metrics.v1"] | None = None
-    model: Annotated[str, M(max_length=128)] | None = None
-    driver: Annotated[str, M(max_length=64)] | None = None
-    source: Literal["simulator", "nvml", "dcgm", "csv"] | None = None
-    labels: Labels = msgspec.field(default_factory=dict)
-
-
-class TokenUsage(msgspec.Struct, forbid_unknown_fields=True):
-    """token.usage.v1 (backend/telemetry/schemas/token.usage.v1.json)."""
-
-    ts: Timestamp
-    host: Host
-    gpu_uuid: GpuUuid
-    served_model: Annotated[str, M(min_length=1, max_length=256)]
-    interval_s: Annotated[float, M(gt=0, le=86400)]
-    requests: Annotated[int, M(ge=0)]
-    prompt_tokens: Annotated[int, M(ge=0)]
-    completion_tokens: Annotated[int, M(ge=0)]
-    schema: Literal["token.usage.v1"] | None = None
-    latency_ms_p50: Annotated[float, M(ge=0)] | None = None
-    latency_ms_p95: Annotated[float, M(ge=0)] | None = None
-    labels: Labels = msgspec.field(default_factory=dict)
-
-
 class Rejected(Exception):
     """A message that breaks the contract; `reason` is a short stable code, `detail` says what exactly."""
 
@@ -111,7 +71,7 @@ def _metrics_struct() -> type[msgspec.Struct]:
             bounds["ge"] = int(f.minimum) if integer else f.minimum
         if f.maximum is not None or integer:
             bounds["le"] = (int(f.maximum) if f.maximum is not None else BIGINT_MAX) if integer else f.maximum
-        fields.append((f.column, Annotated[int if integer else float, M(**bounds)] | None, None))
+        fields.append((f.column, Annotated[int if integer else float, msgspec.Meta(**bounds)] | None, None))
     return msgspec.defstruct("Metrics", fields)
 
 
@@ -132,7 +92,7 @@ def decode_gpu_sample(value: bytes | None, window: TimeWindow) -> tuple[GpuSampl
         raise _range_error(metrics, str(exc)) from None
     extra: dict[str, float | int] = {}
     for name in metrics.keys() - _KNOWN:
-        if not _METRIC_NAME.fullmatch(name):
+        if not is_metric_name(name):
             raise Rejected("schema", f"metric name {name[:100]!r} must match ^[a-z][a-z0-9_]{{0,95}}$")
         extra[name] = metrics[name]
     return sample, values, extra
