@@ -39,6 +39,7 @@ def test_token_is_stored_only_as_a_hash_and_authenticates(db):
     assert tokens.authenticate(db, issued.value[:-1] + ("A" if issued.value[-1] != "A" else "B")) is None
     assert tokens.authenticate(db, "spt_000000000000_" + "x" * 43) is None
     assert tokens.authenticate(db, "not a token") is None
+    assert tokens.authenticate(db, issued.value + "\n") is None
     audit_text = json.dumps([e.detail for e in entries(db, area="api")])
     assert secret not in audit_text and "grafana" in [e.target for e in entries(db, area="api")]
 
@@ -51,8 +52,9 @@ def test_only_admins_manage_tokens_and_names_are_unique_while_live(db):
     tokens.create_token(db, SYSTEM, "ci", Role.operator)
     with pytest.raises(InvalidInput, match="already exists"):
         tokens.create_token(db, SYSTEM, "ci", Role.viewer)
-    with pytest.raises(InvalidInput, match="invalid token name"):
-        tokens.create_token(db, SYSTEM, "Bad Name", Role.viewer)
+    for bad_name in ("Bad Name", "ci-2\n", "ci\n"):
+        with pytest.raises(InvalidInput, match="invalid token name"):
+            tokens.create_token(db, SYSTEM, bad_name, Role.viewer)
     tokens.revoke_token(db, SYSTEM, "ci")
     with pytest.raises(NotFound):
         tokens.revoke_token(db, SYSTEM, "ci")
@@ -97,7 +99,7 @@ def test_prometheus_metrics_count_requests_by_route(client, db):
     client.get("/api/v1/metrics", headers=_auth(issued.value))
     client.get("/api/v1/gpus/GPU-0123abcd")
     client.get("/no/such/page")
-    body = client.get("/metrics").text
+    body = client.get("/metrics", headers=_auth(issued.value)).text
     assert 'api_requests_total{method="GET",route="/api/v1/metrics",status="200"}' in body
     assert 'api_requests_total{method="GET",route="/api/v1/gpus/{gpu_uuid}",status="401"}' in body
     assert 'api_requests_total{method="GET",route="unmatched",status="404"}' in body

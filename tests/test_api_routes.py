@@ -88,6 +88,19 @@ def test_bad_parameters_are_4xx_naming_the_field(api):
     _error(api.get("/api/v1/costs/summary", params={"group_by": "label:"}), 400, "group_by")
     _error(api.get("/api/v1/offenders/loudest"), 422, "kind")
     _error(api.get("/api/v1/gpus", params={"host": "a\x00b"}), 422, "host")
+    _error(api.get("/api/v1/gpus", params={"host": "node-1\n"}), 422, "host")
+
+
+def test_ranges_past_their_cap_are_400_naming_the_limit(api):
+    month_ago = (END - timedelta(days=40)).isoformat()
+    for path, params, limit in [
+        ("/api/v1/gpus/GPU-a/telemetry", {"start": (END - timedelta(days=2)).isoformat(), "end": END.isoformat(),
+                                          "resolution": "raw"}, "at most 1 day at raw resolution"),
+        ("/api/v1/offenders/hottest", {"start": month_ago, "end": END.isoformat()}, "at most 35 days at 1m"),
+        ("/api/v1/costs/summary", {"start": month_ago, "end": END.isoformat()}, "at most 35 days at 1m"),
+        ("/api/v1/costs/tokens", {"start": month_ago, "end": END.isoformat()}, "at most 35 days at 1m"),
+    ]:
+        assert limit in _error(api.get(path, params=params), 400, "start"), path
 
 
 def test_telemetry_resolution_and_cursor(api):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from analytics_data import Gpu, samples, store
+from streamlit.testing.v1 import AppTest
 
+from backend.config import get_settings
 from backend.errors import NotFound
 from backend.health.findings import Finding, GpuHealth
 from backend.health.risk.store import Contribution, RiskPrediction, save_predictions
 from backend.health.store import save_health
+from backend.identity import users
+from backend.identity.principal import SYSTEM, Principal, Role
 from backend.queries.catalog import BadParameter, parse_metrics
 from backend.queries.fleet import fleet_overview, gpu_detail, host_rollup
 from backend.queries.offenders import top_offenders
@@ -164,3 +169,35 @@ def test_top_offenders(fleet, db):
     assert throttled[0].value == 60 and throttled[0].detail["thermal_violation_s"] == pytest.approx(3600)
     with pytest.raises(BadParameter):
         top_offenders(db, "loudest", *window)  # type: ignore[arg-type]
+
+
+def test_ranges_past_their_resolutions_cap_are_refused_naming_the_limit(fleet, db, monkeypatch):
+    day = timedelta(days=1)
+    refused = [
+        (lambda: gpu_timeseries(db, "GPU-a", T0 - 2 * day, T0, "gpu_temp", resolution="raw"), "at most 1 day at raw"),
+        (lambda: gpu_timeseries(db, "GPU-a", T0 - 36 * day, T0, "gpu_temp", resolution="1m"), "at most 35 days at 1m"),
+        (lambda: gpu_timeseries(db, "GPU-a", T0 - 800 * day, T0, "gpu_temp"), "at most 731 days at 1h"),
+        (lambda: top_offenders(db, "hottest", T0 - 36 * day, T0), "at most 35 days at 1m"),
+    ]
+    for call, limit in refused:
+        with pytest.raises(BadParameter, match=limit) as bad:
+            call()
+        assert bad.value.field == "start" and "QUERY_MAX_RANGE_" in str(bad.value)
+    assert gpu_timeseries(db, "GPU-a", T0 - day, T0, "gpu_temp", resolution="raw").points == []
+    assert top_offenders(db, "hottest", T0 - 35 * day + timedelta(hours=3), T0 + timedelta(hours=3))
+    monkeypatch.setenv("QUERY_MAX_RANGE_1H_DAYS", "0.5")
+    get_settings.cache_clear()
+    with pytest.raises(BadParameter, match="at most 12 hours at 1h"):
+        gpu_timeseries(db, "GPU-a", T0, T0 + day, "gpu_temp", resolution="1h")
+
+
+def test_console_shows_the_range_cap_message_not_a_traceback(fleet, db, monkeypatch):
+    monkeypatch.setenv("QUERY_MAX_RANGE_1M_DAYS", "0.5")
+    get_settings.cache_clear()
+    users.add_user(db, SYSTEM, "victor", Role.viewer, "correct-horse-battery")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
+    at.session_state["principal"] = Principal("victor", Role.viewer)
+    at.run()
+    at.switch_page("../pages/gpu_detail.py").run()  # the default 24-hour range reads the 1-minute rollup
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("at most 12 hours at 1m resolution" in e.value for e in at.error), [e.value for e in at.error]

@@ -1,4 +1,5 @@
-"""One database connection per panel: commits when the panel's work succeeds, rolls back when it fails."""
+"""One database connection per panel: commits when the panel's work succeeds, rolls back when it fails, and is
+cancelled past QUERY_STATEMENT_TIMEOUT_S (the panel then says so instead of holding the database)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from contextlib import contextmanager
 
 import psycopg
 
-from backend.db import connect
+from backend.db.connection import query_connection
 
 
 @contextmanager
 def connection() -> Iterator[psycopg.Connection]:
-    with connect() as conn:
+    with query_connection() as conn:
         yield conn

@@ -9,12 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from backend.api.body_limit import BodyLimit
 from backend.api.deps import lifespan
 from backend.api.errors import http_error, validation_error
 from backend.api.routes_meta import RequestMetrics
 from backend.config import Settings, get_settings
 from backend.errors import PlatformError
 from backend.identity.principal import PermissionDenied
+from backend.secrets.service import MAX_VALUE_BYTES
 
 # Modules exposing `router: APIRouter`, mounted in this order.
 ROUTERS: tuple[str, ...] = (
@@ -26,6 +28,11 @@ ROUTERS: tuple[str, ...] = (
     "backend.vm.api",
     "backend.secrets.api",
 )
+
+
+def _secret_body_bytes(settings: Settings) -> int:
+    """A maximal secret value as JSON, every byte escaped as `\\u00XX` at worst, plus the usual allowance."""
+    return 6 * MAX_VALUE_BYTES + settings.api_max_body_bytes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    # The last one added runs first: metrics count the 413s too.
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes,
+                       allowances={"/api/v1/secrets": _secret_body_bytes(settings)})
     app.add_middleware(RequestMetrics)
 
     @app.get("/health", tags=["meta"])

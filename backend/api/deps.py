@@ -1,7 +1,7 @@
 """Per-request resources for API routes: a pooled database connection.
 
 The pool opens on first use and closes when the application shuts down (`lifespan`), so importing or building
-the app never needs a database.
+the app never needs a database. Its connections carry QUERY_STATEMENT_TIMEOUT_S, so no request holds one longer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from backend.config import Settings
+from backend.db.connection import explained_timeouts, query_conninfo
 from backend.errors import Unavailable
 
 _lock = threading.Lock()
@@ -29,7 +30,7 @@ def _pool(app: FastAPI) -> ConnectionPool:
         if getattr(app.state, "db_pool", None) is None:
             settings: Settings = app.state.settings
             app.state.db_pool = ConnectionPool(
-                settings.require_database_url(),
+                query_conninfo(settings),
                 min_size=1,
                 max_size=8,
                 timeout=5,
@@ -41,9 +42,10 @@ def _pool(app: FastAPI) -> ConnectionPool:
 
 
 def db(request: Request) -> Iterator[psycopg.Connection]:
-    """An autocommit connection (dict rows) for this request; a dead database answers 503, not 500."""
+    """An autocommit connection (dict rows) for this request; a dead database or a query past the statement
+    timeout answers 503 saying which, not 500."""
     try:
-        with _pool(request.app).connection() as conn:
+        with explained_timeouts(settings_of(request)), _pool(request.app).connection() as conn:
             yield conn
     except (PoolTimeout, psycopg.OperationalError) as exc:
         raise Unavailable("the database is not reachable right now") from exc

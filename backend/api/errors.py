@@ -25,6 +25,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     401: _documented("missing, invalid, expired or revoked bearer token"),
     403: _documented("the token's role is too low"),
     404: _documented("no such GPU"),
+    413: _documented("the request body is larger than API_MAX_BODY_BYTES"),
     422: _documented("a parameter has the wrong type or is out of range; `field` names it"),
     503: _documented("the database is unreachable"),
 }

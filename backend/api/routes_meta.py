@@ -42,8 +42,9 @@ def metric_catalog(_: object = Depends(viewer)) -> list[MetricInfo]:
 
 
 @router.get("/metrics", tags=["meta"], include_in_schema=False)
-def prometheus() -> Response:
-    """Prometheus text exposition of this process: request counts and latencies, process and Python stats."""
+def prometheus(_: object = Depends(viewer)) -> Response:
+    """Prometheus text exposition of this process: request counts and latencies, process and Python stats. It needs
+    a viewer token like `/api/v1`: route names and error rates are not for anonymous eyes."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

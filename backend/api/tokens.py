@@ -24,8 +24,9 @@ PREFIX = "spt_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 """`last_used_at` is refreshed at most this often, so authentication stays a read on the hot path."""
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-_TOKEN = re.compile(r"^spt_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+_TOKEN = re.compile(r"spt_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})")
+"""Both are used with `fullmatch`: `match("^…$")` would accept a trailing newline."""
 _COLUMNS = "key_id, name, role, created_by, created_at, expires_at, last_used_at, revoked_at, revoked_by"
 
 
@@ -79,7 +80,7 @@ def create_token(
 ) -> IssuedToken:
     """Issue a token for `role` (admin only); audited without the secret."""
     require_role(actor, Role.admin, "create API tokens")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(f"invalid token name {name!r}: use 1-64 lower-case letters, digits, '.', '_', '@' or '-'")
     if expires_in_days is not None and expires_in_days < 1:
         raise InvalidInput("expires_in_days must be 1 or more")
@@ -126,7 +127,7 @@ def revoke_token(conn: psycopg.Connection, actor: Principal, name: str) -> ApiTo
 
 def authenticate(conn: psycopg.Connection, presented: str, *, now: datetime | None = None) -> Principal | None:
     """The principal of a valid, live token; `None` for anything else (malformed, unknown, wrong, revoked, expired)."""
-    match = _TOKEN.match(presented)
+    match = _TOKEN.fullmatch(presented)
     if not match:
         return None
     now = now or datetime.now(UTC)

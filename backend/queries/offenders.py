@@ -67,7 +67,7 @@ def top_offenders(conn: psycopg.Connection, kind: Kind, start: datetime, end: da
         raise BadParameter("kind", "choose hottest, ecc or throttled")
     if not 1 <= n <= 1000:
         raise BadParameter("n", "must be between 1 and 1000")
-    start, end = check_range(start, end)
+    start, end = check_range(start, end, "1m")
     rows = conn.execute(
         f"""SELECT g.host, g.gpu_index, g.model, o.* FROM ({_QUERIES[kind]}) o JOIN gpus g USING (gpu_uuid)
             ORDER BY {_ORDER.get(kind, "o.value DESC")}, o.gpu_uuid""",

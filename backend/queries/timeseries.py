@@ -2,7 +2,8 @@
 
 `auto` reads raw samples for ranges up to 2 hours, the 1-minute rollup up to 3 days, and the 1-hour rollup
 beyond, so a chart never pulls more than a few thousand points. Pages are keyed by time (`cursor`), which stays
-correct while new samples arrive.
+correct while new samples arrive. Every read over a range (series, offenders, costs) is capped per resolution
+(`QUERY_MAX_RANGE_*_DAYS`), so no caller can aggregate the whole retention in one request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from backend.config import get_settings
 from backend.errors import NotFound
 from backend.queries.catalog import BadParameter, parse_metrics, value_column
 from backend.telemetry.fields import Field
@@ -70,10 +72,33 @@ def check_time(value: datetime, parameter: str) -> datetime:
     return value
 
 
-def check_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+def max_span(resolution: Resolution) -> timedelta:
+    """The widest range one request may read at `resolution` (QUERY_MAX_RANGE_RAW/1M/1H_DAYS)."""
+    settings = get_settings()
+    days = {"raw": settings.query_max_range_raw_days, "1m": settings.query_max_range_1m_days,
+            "1h": settings.query_max_range_1h_days}[resolution]
+    return timedelta(days=days)
+
+
+def _span_text(span: timedelta) -> str:
+    days = round(span / timedelta(days=1), 2)
+    if days >= 1:
+        return f"{days:g} day{'' if days == 1 else 's'}"
+    hours = round(span / timedelta(hours=1), 2)
+    return f"{hours:g} hour{'' if hours == 1 else 's'}"
+
+
+def check_range(start: datetime, end: datetime, resolution: Resolution = "1m") -> tuple[datetime, datetime]:
+    """Valid bounds, end after start, and no wider than the cap of the data read: `resolution` names it (the
+    offender and cost queries read the 1-minute rollup, the default)."""
     start, end = check_time(start, "start"), check_time(end, "end")
     if end <= start:
         raise BadParameter("end", "must be after start")
+    cap = max_span(resolution)
+    if end - start > cap:
+        setting = f"QUERY_MAX_RANGE_{resolution.upper()}_DAYS"
+        raise BadParameter("start", f"the range is {_span_text(end - start)}; at most {_span_text(cap)} at "
+                                    f"{resolution} resolution ({setting}): ask for a shorter range")
     return start, end
 
 
@@ -115,15 +140,15 @@ def gpu_timeseries(
 ) -> TimeSeries:
     """Points in [start, end) for the named metrics (column names from `GET /api/v1/metrics`). `bands=False`
     leaves out the rollups' per-bucket minima and maxima (a third of the columns) for callers that draw lines."""
-    start, end = check_range(start, end)
+    if resolution not in ("auto", "raw", "1m", "1h"):
+        raise BadParameter("resolution", "choose auto, raw, 1m or 1h")
+    chosen: Resolution = choose_resolution(as_utc(start), as_utc(end)) if resolution == "auto" else resolution
+    start, end = check_range(start, end, chosen)
     fields = parse_metrics(metrics)
     if not fields:
         raise BadParameter("metrics", "name at least one metric")
-    if resolution not in ("auto", "raw", "1m", "1h"):
-        raise BadParameter("resolution", "choose auto, raw, 1m or 1h")
     if not 1 <= limit <= MAX_LIMIT:
         raise BadParameter("limit", f"must be between 1 and {MAX_LIMIT}")
-    chosen: Resolution = choose_resolution(start, end) if resolution == "auto" else resolution
     after = decode_cursor(cursor, chosen) if cursor else None
     if conn.execute("SELECT 1 FROM gpus WHERE gpu_uuid = %s", (gpu_uuid,)).fetchone() is None:
         raise NotFound(f"no GPU with uuid {gpu_uuid!r}")
