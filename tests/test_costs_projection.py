@@ -1,4 +1,4 @@
-"""The month-end projection's arithmetic, without a database."""
+"""Cost arithmetic and parameter checks that need no database: the month-end projection, group names."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def test_project_mid_day_counts_the_fraction_left_and_crosses_the_year() -> None
     assert result.month_end == datetime(2027, 1, 1, tzinfo=UTC)
     assert result.run_rate_usd_per_day == pytest.approx(48.0) and result.remaining_days == pytest.approx(0.5)
     assert result.projected_month_usd == pytest.approx(24.0)
+
+
+def test_a_label_group_with_a_trailing_newline_is_refused() -> None:
+    from backend.costs.spend import _key_sql
+    from backend.queries.catalog import BadParameter
+
+    assert _key_sql("label:team")[1] == {"label": "team"}
+    with pytest.raises(BadParameter, match="label:team"):
+        _key_sql("label:team\n")

@@ -50,7 +50,7 @@ _KEYS: dict[str, str] = {
     "day": "to_char(day, 'YYYY-MM-DD')",
 }
 GROUPS = (*_KEYS, "label:<name>")
-_LABEL = re.compile(r"^[A-Za-z0-9_.\-/]{1,64}$")
+_LABEL = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class CostSummary:
 def _key_sql(group_by: str) -> tuple[sql.Composable, dict[str, str]]:
     if group_by.startswith("label:"):
         label = group_by.removeprefix("label:")
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise BadParameter("group_by", "name a label after 'label:' (letters, digits, '_', '-', '.', '/'), "
                                            "e.g. label:team")
         return sql.SQL("coalesce(labels->>%(label)s, '(none)')"), {"label": label}

@@ -28,7 +28,7 @@ from backend.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Profile = Literal["postgres", "timescaledb"]
-_NAME = re.compile(r"^(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.sql$")
+_NAME = re.compile(r"(?P<version>\d{4})_(?P<slug>[a-z0-9_]+?)(?:\.(?P<profile>postgres|timescaledb))?\.sql")
 MIGRATIONS = "backend.db.migrations"
 _LOCK_KEY = 0x5354524D  # advisory lock: one migrator at a time
 
@@ -64,7 +64,7 @@ def discover(profile: Profile) -> list[Migration]:
     found: dict[int, Migration] = {}
     specific: set[int] = set()
     for entry in resources.files(MIGRATIONS).iterdir():
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if not match:
             continue
         version, file_profile = int(match["version"]), match["profile"]

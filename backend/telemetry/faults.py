@@ -43,7 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
     "nvlink": "NVLink link degrades: CRC flit errors grow, then replay and recovery errors",
 }
 
-_SPEC = re.compile(r"^(?P<kind>[a-z_0-9]+)(?::(?P<target>[^@]+))?(?:@(?P<onset>.+))?$")
+_SPEC = re.compile(r"(?P<kind>[a-z_0-9]+)(?::(?P<target>[^@]+))?(?:@(?P<onset>.+))?")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class FaultSpec:
     @classmethod
     def parse(cls, text: str) -> FaultSpec:
         """`KIND[:HOST/INDEX|:ORDINAL][@OFFSET]`, e.g. `ecc`, `xid79@2h`, `thermal:gpu-node-01/3@30m`."""
-        match = _SPEC.match(text.strip())
+        match = _SPEC.fullmatch(text.strip())
         if not match or match["kind"] not in KINDS:
             raise InvalidInput(f"fault {text!r} is not KIND[:HOST/INDEX][@OFFSET] with KIND one of {', '.join(KINDS)}")
         onset = parse_duration(match["onset"], what="fault onset", allow_zero=True) if match["onset"] else None

@@ -23,7 +23,7 @@ from backend.health.risk.store import Contribution
 if TYPE_CHECKING:  # scikit-learn costs ~1 s to import: only training and scoring load it, not every CLI start
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-_FILE = re.compile(r"^risk-v(\d+)\.joblib$")
+_FILE = re.compile(r"risk-v(\d+)\.joblib")
 
 @dataclass
 class Dataset:
@@ -124,7 +124,7 @@ def score(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Scores:
 def versions(directory: Path) -> list[tuple[int, Path]]:
     if not directory.is_dir():
         return []
-    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _FILE.match(p.name))]
+    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _FILE.fullmatch(p.name))]
     return sorted(found)
 
 

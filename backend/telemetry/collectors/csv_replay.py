@@ -28,7 +28,7 @@ HEADER = ("timestamp", "metric_name", "gpu_id", "device", "uuid", "modelName", "
           "namespace", "value", "labels_raw")
 OPEN_TIMESTAMPS = 8
 MAX_WARNINGS = 50
-_UUID = re.compile(r"^(GPU|MIG)-[0-9A-Za-z-]{4,}$")
+_UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z-]{4,}")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -141,7 +141,7 @@ class CsvReplay:
             raise BadRow(f"expected {len(HEADER)} fields, found {len(row)}")
         ts_text, name, gpu_id, device, uuid, model, host, container, pod, namespace, value_text, raw = row
         ts = parse_timestamp(ts_text.strip())
-        if not _UUID.match(uuid):
+        if not _UUID.fullmatch(uuid):
             raise BadRow(f"uuid {uuid[:60]!r} is not a GPU UUID")
         if not host:
             raise BadRow("Hostname is empty")

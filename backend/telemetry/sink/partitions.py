@@ -22,7 +22,7 @@ from backend.db.migrate import profile_of
 
 log = logging.getLogger(__name__)
 
-_PARTITION = re.compile(r"^gpu_metrics_p(\d{8})$")
+_PARTITION = re.compile(r"gpu_metrics_p(\d{8})")
 _LOCK_KEY = 0x53494E4B  # advisory lock: one partition creator at a time
 AHEAD_DAYS = 3
 
@@ -43,7 +43,7 @@ def existing_partitions(conn: psycopg.Connection) -> set[date]:
     days = set()
     for row in rows:
         name = row["name"] if isinstance(row, dict) else row[0]
-        match = _PARTITION.match(name)
+        match = _PARTITION.fullmatch(name)
         if match:
             days.add(datetime.strptime(match[1], "%Y%m%d").date())
     return days
