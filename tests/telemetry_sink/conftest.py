@@ -7,16 +7,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from backend.config import Settings
+from backend.identity import SYSTEM
 from backend.messaging.kafka import ensure_topics, make_producer
+from backend.telemetry import pipeline_status
 from backend.telemetry.fields import FIELDS
 
 
@@ -116,8 +119,44 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: 
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every message in `topic`, read by a consumer that assigns all partitions itself (no group join)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        unread, found = set(partitions), []
+        deadline = time.monotonic() + timeout
+        while unread and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error() is None:
+                found.append(message)
+            elif message.error().code() == KafkaError._PARTITION_EOF:
+                unread.discard(message.partition())
+        assert not unread, f"partitions {sorted(unread)} of {topic} not read to the end within {timeout}s"
+        return found
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings) -> dict[tuple[str, int], int | None]:
+    """The sink group's committed offset per partition of the telemetry and token topics (None: none yet)."""
+    return {(p.topic, p.partition): p.committed for p in pipeline_status.consumer_lag(SYSTEM, settings=settings)}
+
+
 def count_rows(db, table: str = "gpu_metrics") -> int:  # type: ignore[no-untyped-def]
     return db.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]
+
+
+def stored_once(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Raw rows and the samples the 1-minute and 1-hour rollups count: all three equal when every sample was
+    stored exactly once (a replayed batch would count twice in a rollup)."""
+    rollups = {name: int(db.execute(f"SELECT coalesce(sum(samples), 0) AS s FROM gpu_metrics_{name}").fetchone()["s"])
+               for name in ("1m", "1h")}
+    return {"rows": count_rows(db), **rollups}
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 Batches are pipelined: while a writer thread stores batch N, the loop consumes and validates batch N+1 (the
 database waits release the GIL, so the second core does the decoding). Batch N+1 is handed to the writer only
 after batch N is finished, so at most one write is in flight and offsets are committed in order, each only after
-its database commit and after its dead letters are acknowledged: a crash at any point replays (harmlessly, thanks
-to ON CONFLICT DO NOTHING) instead of losing data. A database outage is
+its database commit and after the broker has acknowledged its dead letters: a crash at any point replays
+(harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database or dead-letter outage is
 waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
 refuses for its content is split so that only the offending messages go to the dead-letter topic.
 """
@@ -15,18 +15,21 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
 
 from backend.config import Settings, get_settings
 from backend.errors import Unavailable
-from backend.messaging.kafka import ensure_topics, make_consumer, make_producer
+from backend.messaging.kafka import ensure_topics, make_consumer
 from backend.telemetry.sink.batch import Batch, build_batch
-from backend.telemetry.sink.dlq import DeadLetters
+from backend.telemetry.sink.dlq import DeadLetters, make_dead_letters
 from backend.telemetry.sink.metrics import SinkMetrics
 from backend.telemetry.sink.validate import Rejected, TimeWindow
 from backend.telemetry.sink.writer import PostgresWriter, WriteResult
@@ -40,6 +43,7 @@ _CONTENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)  # t
 MAX_BACKOFF_S = 5.0
 STOP_GRACE_S = 15.0
 INFLIGHT_POLL_S = 0.005  # how often the loop looks whether the writer thread is done while messages are scarce
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,11 +81,14 @@ class _InFlight:
 
 class Sink:
     """One member of the sink consumer group. `run()` returns when stopped (SIGTERM/SIGINT or `stop()`) or,
-    with `until_idle`, after that many seconds without a new message."""
+    with `until_idle`, after that many seconds without a new message. `dead_letter_settings`: where dead letters
+    go (default: `settings`; tests point them at a broker of their own)."""
 
     def __init__(self, settings: Settings | None = None, *, until_idle: float | None = None,
-                 use_copy: bool = True, metrics: SinkMetrics | None = None) -> None:
+                 use_copy: bool = True, metrics: SinkMetrics | None = None,
+                 dead_letter_settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        self._dead_letter_settings = dead_letter_settings or self.settings
         self.until_idle = until_idle
         self.metrics = metrics or SinkMetrics()
         self.summary = SinkSummary()
@@ -109,7 +116,7 @@ class Sink:
         if s.sink_metrics_port:
             self.metrics.serve(s.sink_metrics_port)
         self._install_signal_handlers()
-        self._dlq = DeadLetters(make_producer(s, **{"linger.ms": 0}), s.dlq_topic)
+        self._dlq = make_dead_letters(self._dead_letter_settings, wait=self._keep_membership)
         # the broker may hold a fetch this long waiting for data: never longer than a batch may wait
         wait_ms = max(10, min(500, s.sink_batch_max_latency_ms))
         self._consumer = make_consumer(s.kafka_group_id, s, **{"fetch.wait.max.ms": wait_ms})
@@ -240,24 +247,32 @@ class Sink:
                 self._dead_letter(message, reason)
 
     def _write_with_retry(self, batch: Batch, first_attempt: Future[WriteResult] | None = None) -> WriteResult:
-        """Retry transient failures (database down, deadlock) with back-off: never skip, never lose. After a
-        stop request the retries end after a grace period and the process exits without committing.
-        `first_attempt`: the writer thread's try, whose failure counts as the first one."""
-        delay, stop_deadline = 0.1, None
+        """Store the batch, retrying transient failures (database down, deadlock). `first_attempt`: the writer
+        thread's try, whose failure counts as the first one."""
+        attempts = [first_attempt.result] if first_attempt is not None else []
+
+        def attempt() -> WriteResult:
+            return attempts.pop()() if attempts else self._writer.write(batch)
+
+        return self._retry(attempt, _TRANSIENT, self.metrics.db_retries, "database write failed", 0.1,
+                           "an unwritten batch: the database stayed unreachable")
+
+    def _retry(self, attempt: Callable[[], T], transient: tuple[type[Exception], ...], retries: Counter,
+               failure: str, delay: float, unfinished: str) -> T:
+        """Call `attempt` until it succeeds, backing off (up to MAX_BACKOFF_S) while the group keeps us: never
+        skip, never lose. After a stop request the retries end after a grace period and the process exits
+        without committing."""
+        stop_deadline = None
         while True:
             try:
-                if first_attempt is not None:
-                    attempt, first_attempt = first_attempt, None
-                    return attempt.result()
-                return self._writer.write(batch)
-            except _TRANSIENT as exc:
-                self.metrics.db_retries.inc()
-                log.warning("database write failed (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
+                return attempt()
+            except transient as exc:
+                retries.inc()
+                log.warning("%s (%s); retrying in %.1fs", failure, str(exc).splitlines()[0], delay)
             if self._stop.is_set():
                 stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE_S
                 if time.monotonic() > stop_deadline:
-                    raise Unavailable("stopping with an unwritten batch: the database stayed unreachable "
-                                      "(offsets not committed, nothing lost)")
+                    raise Unavailable(f"stopping with {unfinished} (offsets not committed, nothing lost)")
             self._keep_membership(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
@@ -275,21 +290,15 @@ class Sink:
             self._consumer.resume(self._consumer.assignment())
 
     def _dead_letter(self, message: Message, rejected: Rejected) -> None:
-        self._dlq.send(message, rejected)
-        self.metrics.dlq.labels(rejected.reason).inc()
+        reason = self._dlq.send(message, rejected)
+        self.metrics.dlq.labels(reason).inc()
         self.summary.dead_lettered += 1
-        self.summary.dlq_reasons[rejected.reason] = self.summary.dlq_reasons.get(rejected.reason, 0) + 1
+        self.summary.dlq_reasons[reason] = self.summary.dlq_reasons.get(reason, 0) + 1
 
     def _dead_letter_flush(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                self._dlq.flush()
-                return
-            except Unavailable as exc:
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                self._keep_membership(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
+        """Wait until the broker has acknowledged every dead letter; until then no offset may be committed."""
+        self._retry(self._dlq.flush, (Unavailable,), self.metrics.dlq_retries, "dead letters not acknowledged", 0.5,
+                    "unacknowledged dead letters: the dead-letter topic stayed unavailable")
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Commit the next offsets; a commit refused after a rebalance only means a harmless replay."""

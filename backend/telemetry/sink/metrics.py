@@ -18,6 +18,8 @@ class SinkMetrics:
                            registry=self.registry)
         self.db_retries = Counter("sink_db_retries", "Batch writes retried after a database error",
                                   registry=self.registry)
+        self.dlq_retries = Counter("sink_dlq_retries", "Dead-letter flushes retried: the broker had not acknowledged "
+                                   "every letter (offsets wait meanwhile)", registry=self.registry)
         self.batch_seconds = Histogram(
             "sink_batch_seconds", "Time to validate, store and commit one batch", registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
