@@ -217,7 +217,7 @@ def _dead_letter(message) -> DeadLetter:  # type: ignore[no-untyped-def]
         reason=headers.get(dlq.REASON, "unknown"), detail=headers.get(dlq.DETAIL, ""),
         source_topic=headers.get(dlq.SOURCE_TOPIC, ""),
         source_partition=_int(headers.get(dlq.SOURCE_PARTITION)), source_offset=_int(headers.get(dlq.SOURCE_OFFSET)),
-        size=len(value), preview=value[:200].decode("utf-8", "replace"),
+        size=_int(headers.get(dlq.ORIGINAL_SIZE)) or len(value), preview=value[:200].decode("utf-8", "replace"),
     )
 
 

@@ -142,6 +142,8 @@ def test_megabyte_reject_is_dead_lettered_cut_to_fit_and_ingest_goes_on(kafka_se
         kafka_settings.telemetry_topic, str(source.partition()), str(source.offset()))
     assert letter.key() == b"huge" and huge.startswith(letter.value()) and len(letter.value()) > 990_000
     assert _record_bytes(letter) <= 1_000_000  # fits librdkafka's default message.max.bytes, and so Kafka's
+    [shown], _ = pipeline_status.recent_dead_letters(SYSTEM, settings=kafka_settings)
+    assert (shown.reason, shown.size) == ("too_large", 999_900)  # the Pipeline page shows the original's size
 
 
 @pytest.mark.parametrize("limit", [{"sink_dlq_max_message_bytes": 40_000},
