@@ -25,7 +25,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from playwright.sync_api import Page, sync_playwright
+from pydantic import SecretStr
 
 from backend.config import Settings
 from backend.db import connect
@@ -110,13 +112,16 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    secrets_key = Fernet.generate_key().decode()  # the local secrets store opens only with a configured key
     stack = DemoStack(workdir, settings=Settings(database_url=os.environ.get("DATABASE_URL"),
                                                  kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
                                                  secrets_local_path=workdir / "secrets.json",
+                                                 secrets_local_key=SecretStr(secrets_key),
                                                  health_model_dir=workdir / "models"))
     try:
         settings = stack.start_infrastructure()
-        stack.env.update(SECRETS_LOCAL_PATH=str(workdir / "secrets.json"), SECRETS_ENV_FILE="/nonexistent")
+        stack.env.update(SECRETS_LOCAL_PATH=str(workdir / "secrets.json"), SECRETS_LOCAL_KEY=secrets_key,
+                         SECRETS_ENV_FILE="/nonexistent")
         stored, seed_s = seed(settings, args.hosts)
         print(f"stored {stored:,} samples for {args.hosts * 8} GPUs in {seed_s:.1f} s")
         port = free_port()

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from cryptography.fernet import Fernet
 from psycopg import sql
-from pydantic import SecretBytes
+from pydantic import SecretBytes, SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,7 +69,7 @@ def fill(backend, count: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def bench_local(tmp: Path, count: int, seconds: float) -> LocalSecretsBackend:
-    store = LocalSecretsBackend(tmp / "store.json")
+    store = LocalSecretsBackend(tmp / "store.json", SecretStr(Fernet.generate_key().decode()))
     fill(store, count)
     cached = rate(lambda i: store.access_version(f"s-{i % count:04d}", "latest"), seconds)
 

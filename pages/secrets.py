@@ -1,7 +1,8 @@
 """Secrets: admins create, version, reveal, diff and delete; operators see names and metadata only.
 
 The service checks the role and audits every call; this page only hides controls a role cannot use. Revealed
-values are never cached or kept in the session: they show in the run that revealed them and are gone on the next.
+values (a version, or a diff's values) are never cached or kept in the session: they show in the run whose button
+revealed them, and the next run, at the latest the reveal fragment's timer, shows them no more.
 """
 
 from __future__ import annotations
@@ -105,6 +106,31 @@ def reveal_panel(name: str, versions: list[int]) -> None:
                        "other action.")
 
 
+def diff_view(diff: object) -> None:
+    """Keyed documents list their changed keys (and values, when revealed); plain text says only that it changed
+    and how long each version is."""
+    if not diff.changed:
+        st.info("The two versions hold the same value.")
+        return
+    st.caption(f"Changed ({diff.format}): version {diff.old_version} has {diff.old_length} characters, version "
+               f"{diff.new_version} has {diff.new_length}")
+    if diff.changes:
+        st.dataframe(pd.DataFrame([
+            {"key": ch.key, "change": ch.kind} | ({
+                "old": ch.old.get_secret_value() if ch.old else "", "new": ch.new.get_secret_value() if ch.new else "",
+            } if diff.revealed else {}) for ch in diff.changes]), hide_index=True)
+
+
+@st.fragment(run_every=REVEAL_SECONDS)
+@boundary("Diff values")
+def diff_values_panel(name: str, old: int, new: int) -> None:
+    """Like `reveal_panel`: values only in the run the button started, so neither a rerun nor the timer that hides
+    them reveals (and audits) them again."""
+    if st.button("Show values (audited)", icon=":material/visibility:", key=f"reveal-diff-{name}"):
+        diff_view(service.diff(me, name, old, new, reveal=True))
+        st.caption(f"Audited. Hidden again within {REVEAL_SECONDS} s or on any other action.")
+
+
 def versions_panel(name: str) -> None:
     details = service.describe(me, name)
     meta = details.meta
@@ -141,20 +167,12 @@ def versions_panel(name: str) -> None:
         if len(numbers) < 2:
             st.info("Add a second version to compare.")
         else:
-            a, b, c = st.columns([1, 1, 1])
+            a, b = st.columns(2)
             old = a.selectbox("Older", numbers[1:], key=f"diff-old-{name}")
             new = b.selectbox("Newer", numbers, key=f"diff-new-{name}")
-            show = c.checkbox("Show values (audited)", key=f"diff-reveal-{name}")
             with guarded("Diff"):
-                diff = service.diff(me, name, old, new, reveal=show)
-                rows = [{"key": ch.key, "change": ch.kind,
-                         "old": ch.old.get_secret_value() if ch.old else "••••",
-                         "new": ch.new.get_secret_value() if ch.new else "••••"} for ch in diff.changes]
-                st.caption(f"Compared as {diff.format}")
-                if rows:
-                    st.dataframe(pd.DataFrame(rows), hide_index=True)
-                else:
-                    st.info("The two versions hold the same value.")
+                diff_view(service.diff(me, name, old, new))
+            diff_values_panel(name, old, new)
     with audit_tab:
         entries = service.audit_entries(me, secret=name, limit=100)
         st.dataframe(pd.DataFrame([{"at": fmt.when(e.at), "actor": e.actor, "action": e.action,

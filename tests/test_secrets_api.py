@@ -44,7 +44,8 @@ def test_lifecycle_over_rest(client: TestClient, db: psycopg.Connection) -> None
     value = client.get("/api/v1/secrets/api-key/versions/latest/value", headers=admin).json()
     assert value == {"secret": "api-key", "version": 2, "value": "K=v2"}
     diff = client.get("/api/v1/secrets/api-key/diff", headers=admin, params={"old": "1"}).json()
-    assert diff["changes"] == [{"key": "K", "kind": "changed", "old": None, "new": None}]
+    assert (diff["format"], diff["changed"], diff["old_length"], diff["new_length"], diff["changes"]) == (
+        "text", True, 4, 4, [])
 
     disabled = client.post("/api/v1/secrets/api-key/versions/2/disable", headers=admin)
     assert disabled.json()["state"] == "DISABLED"

@@ -44,7 +44,9 @@ def test_full_lifecycle(settings: Settings, tmp_path: Path) -> None:
     assert json.loads(out) == {"secret": "db-pass", "version": 1, "value": "s3cret-one"}
 
     code, out = run("secrets", "diff", "db-pass", "1", "--json")
-    assert json.loads(out)["changes"] == [{"key": "line 1", "kind": "changed", "old": None, "new": None}]
+    diffed = json.loads(out)
+    assert (diffed["format"], diffed["changed"], diffed["changes"]) == ("text", True, []) and "s3cret" not in out
+    assert run("secrets", "diff", "db-pass", "1") == (0, "db-pass: version 1 → 2 (text): changed, 10 → 10 characters\n")
 
     assert run("secrets", "disable", "db-pass", "2")[1].strip() == "db-pass version 2: DISABLED"
     assert run("secrets", "reveal", "db-pass") == (0, "s3cret-one\n")

@@ -101,6 +101,9 @@ class DiffOut(BaseModel):
     old_version: int
     new_version: int
     format: PayloadFormat
+    changed: bool
+    old_length: int
+    new_length: int
     revealed: bool
     changes: list[ChangeOut]
 
@@ -177,7 +180,7 @@ def set_state(
     return call(actor, name, number)
 
 
-@router.get("/secrets/{name}/diff", response_model=DiffOut, summary="Which keys or lines changed between two versions")
+@router.get("/secrets/{name}/diff", response_model=DiffOut, summary="Whether and where two versions differ")
 def diff(
     name: Name, actor: Actor, service: Service,
     old: Annotated[str, Query(pattern=r"^(latest|[1-9][0-9]{0,8})$")],
@@ -187,7 +190,7 @@ def diff(
     result = service.diff(actor, name, parse_version(old), parse_version(new), reveal=reveal)
     return DiffOut(
         secret=result.secret, old_version=result.old_version, new_version=result.new_version, format=result.format,
-        revealed=result.revealed,
+        changed=result.changed, old_length=result.old_length, new_length=result.new_length, revealed=result.revealed,
         changes=[ChangeOut(key=c.key, kind=c.kind, old=c.old.get_secret_value() if c.old else None,
                            new=c.new.get_secret_value() if c.new else None) for c in result.changes],
     )

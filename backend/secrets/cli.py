@@ -235,7 +235,8 @@ def diff(
     reveal_values: bool = typer.Option(False, "--reveal", help="show the changed values too"),
     as_json: bool = JSON,
 ) -> None:
-    """Which keys (JSON, KEY=VALUE) or lines changed between two versions; values hidden unless --reveal."""
+    """Whether two versions differ and their lengths; which keys, for JSON objects and KEY=VALUE lines; values and
+    changed lines only with --reveal."""
     result = _service().diff(acting_principal(), name, parse_version(old), parse_version(new),
                              reveal=reveal_values)
 
@@ -246,9 +247,9 @@ def diff(
         print_json({**to_jsonable(result), "changes": [
             {"key": c.key, "kind": c.kind, "old": shown(c.old), "new": shown(c.new)} for c in result.changes]})
         return
-    console.print(f"{name}: version {result.old_version} → {result.new_version} ({result.format})", highlight=False)
-    if not result.changes:
-        console.print("no changes")
+    console.print(f"{name}: version {result.old_version} → {result.new_version} ({result.format}): "
+                  f"{'changed' if result.changed else 'unchanged'}, {result.old_length} → {result.new_length} "
+                  "characters", highlight=False)
     marks = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}
     for change in result.changes:
         values = f": {shown(change.old)!r} → {shown(change.new)!r}" if reveal_values else ""

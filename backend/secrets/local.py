@@ -3,6 +3,9 @@
 Writers hold an exclusive `flock` on `<store>.lock`, write a temporary file and `os.replace` it, so a reader
 always sees a whole document. The whole document is encrypted (names and labels too) and authenticated, so a
 tampered file fails to open instead of silently changing a version's state.
+
+The key is configured, never made up here: a key kept beside the data it protects goes wherever a backup or a
+copy of the data directory goes. Only the demo generates one (`generated_key`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import base64
 import copy
 import fcntl
 import json
-import logging
 import os
+import re
 import secrets
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +29,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretBytes, SecretStr
 
-from backend.config import ConfigError
+from backend.config import ConfigError, Settings
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.secrets.base import SecretsBackend
 from backend.secrets.models import (
@@ -39,7 +43,6 @@ from backend.secrets.models import (
     VersionState,
 )
 
-log = logging.getLogger(__name__)
 Document = dict[str, Any]
 
 
@@ -65,46 +68,79 @@ class _Snapshot:
     doc: Document
 
 
+def configured_key(settings: Settings) -> SecretStr:
+    """The store's key: `SECRETS_LOCAL_KEY`, or the file `SECRETS_LOCAL_KEY_FILE` names (outside the store's
+    directory, readable by its owner only). Errors name the settings and paths, never the key."""
+    key, key_file = settings.secrets_local_key, settings.secrets_local_key_file
+    data_dir = settings.secrets_local_path.resolve().parent
+    if key is not None and key_file is not None:
+        raise ConfigError("set SECRETS_LOCAL_KEY or SECRETS_LOCAL_KEY_FILE for the local secrets store, not both")
+    if key is not None:
+        return key
+    if key_file is not None:
+        return SecretStr(_read_key_file(Path(key_file), data_dir))
+    legacy = settings.secrets_local_path.with_suffix(".key")
+    hint = (f"; move the key file found beside the store ({legacy}) out of {data_dir} and point "
+            "SECRETS_LOCAL_KEY_FILE at it") if legacy.exists() else ""
+    raise ConfigError(f"the local secrets store needs a key: set SECRETS_LOCAL_KEY, or SECRETS_LOCAL_KEY_FILE to a "
+                      f"mode 0600 file outside {data_dir} (docs/secrets.md){hint}")
+
+
+def _read_key_file(path: Path, data_dir: Path) -> str:
+    where = f"SECRETS_LOCAL_KEY_FILE {path}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if path.resolve().is_relative_to(data_dir):
+        raise ConfigError(f"{where} is inside {data_dir}, beside the store it protects: keep it outside that directory")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{where} has mode {stat.S_IMODE(info.st_mode):04o}: other users may read it; chmod 600 it")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError):
+        raise ConfigError(f"{where} cannot be read as text: it should hold the key only") from None
+
+
+def _cipher(key: SecretStr) -> MultiFernet:
+    """Several keys (comma- or line-separated) rotate: the first encrypts, all of them decrypt."""
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in re.split(r"[,\s]+", key.get_secret_value()) if k])
+    except (ValueError, TypeError):
+        raise ConfigError(
+            "the local secrets store's key (SECRETS_LOCAL_KEY or SECRETS_LOCAL_KEY_FILE) is not a valid Fernet key: 32 "
+            "url-safe base64-encoded bytes; several keys separated by commas rotate (the first encrypts)"
+        ) from None
+
+
+def generated_key(path: Path) -> SecretStr:
+    """The key in `path`, generated there (mode 0600) on first use: for the demo, whose throwaway store may keep
+    its key beside it; everything else gets its key from `configured_key`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    key = Fernet.generate_key().decode()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return SecretStr(key)
+
+
 class LocalSecretsBackend(SecretsBackend):
     kind = "local"
 
-    def __init__(self, path: Path, key: SecretStr | None = None) -> None:
+    def __init__(self, path: Path, key: SecretStr) -> None:
         self.path = Path(path)
-        self.key_path = self.path.with_suffix(".key")
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._configured_key = key
-        self._fernet: MultiFernet | None = None
+        self._fernet = _cipher(key)
         self._snapshot: _Snapshot | None = None
 
     # -- storage ----------------------------------------------------------------------------------------
-
-    def _cipher(self) -> MultiFernet:
-        if self._fernet is None:
-            keys = self._configured_key.get_secret_value() if self._configured_key else self._key_file()
-            try:
-                self._fernet = MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
-            except (ValueError, TypeError):
-                raise ConfigError(
-                    "SECRETS_LOCAL_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes; several "
-                    "keys separated by commas rotate: the first encrypts)"
-                ) from None
-        return self._fernet
-
-    def _key_file(self) -> str:
-        """The key kept next to the store, created on first use when SECRETS_LOCAL_KEY is not set."""
-        if not self.key_path.exists():
-            with self._locked():
-                if not self.key_path.exists():
-                    fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "w") as handle:
-                        handle.write(Fernet.generate_key().decode() + "\n")
-                    log.warning(
-                        "SECRETS_LOCAL_KEY is not set: created a new key for the local secrets store in %s "
-                        "(mode 0600). Move it into secrets.env as SECRETS_LOCAL_KEY=<contents> and delete the file; "
-                        "without that key the store cannot be decrypted.",
-                        self.key_path,
-                    )
-        return self.key_path.read_text(encoding="utf-8").strip()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -118,7 +154,6 @@ class LocalSecretsBackend(SecretsBackend):
 
     def _read(self) -> Document:
         """The current document, decrypted only when the file changed; callers must not modify it."""
-        cipher = self._cipher()
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
@@ -126,11 +161,11 @@ class LocalSecretsBackend(SecretsBackend):
         key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if self._snapshot is None or self._snapshot.stat != key:
             try:
-                doc = json.loads(cipher.decrypt(self.path.read_bytes()))
+                doc = json.loads(self._fernet.decrypt(self.path.read_bytes()))
             except InvalidToken:
                 raise ConfigError(
                     f"the local secrets store {self.path} cannot be decrypted with the configured key "
-                    "(SECRETS_LOCAL_KEY or the .key file next to it): wrong key, or the file was altered"
+                    "(SECRETS_LOCAL_KEY or SECRETS_LOCAL_KEY_FILE): wrong key, or the file was altered"
                 ) from None
             self._snapshot = _Snapshot(key, doc)
         return self._snapshot.doc
@@ -140,7 +175,7 @@ class LocalSecretsBackend(SecretsBackend):
         return bool(entry.get("expire_time")) and _time(entry["expire_time"]) <= _now()  # type: ignore[operator]
 
     def _write(self, doc: Document) -> None:
-        token = self._cipher().encrypt(json.dumps(doc, separators=(",", ":")).encode())
+        token = self._fernet.encrypt(json.dumps(doc, separators=(",", ":")).encode())
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -158,7 +193,6 @@ class LocalSecretsBackend(SecretsBackend):
     def _mutate(self) -> Iterator[Document]:
         """Read-modify-write of a private copy under the lock (expired secrets purged); nothing is written if
         the block raises."""
-        self._cipher()  # may create the key file, which takes the lock itself
         with self._locked():
             doc = copy.deepcopy(self._read())
             doc["secrets"] = {n: e for n, e in doc["secrets"].items() if not self._expired(e)}

@@ -12,9 +12,10 @@ from pydantic import SecretStr
 
 from backend.errors import InvalidInput
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+# Checked with fullmatch: `re.match("^…$")` would accept a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 
 VersionRef = int | Literal["latest"]
 VersionAction = Literal["enable", "disable", "destroy"]
@@ -102,7 +103,7 @@ class RevealedSecret:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InvalidInput(
             f"invalid secret name {name!r}: use 1-255 letters, digits, '_' or '-'"
         )
@@ -113,11 +114,11 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     if len(labels) > 64:
         raise InvalidInput("too many labels: at most 64")
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InvalidInput(
                 f"invalid label key {key!r}: 1-63 lower-case letters, digits, '_' or '-', starting with a letter"
             )
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise InvalidInput(f"invalid value for label {key!r}: 0-63 lower-case letters, digits, '_' or '-'")
     return dict(labels)
 

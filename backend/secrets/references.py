@@ -20,7 +20,8 @@ from backend.secrets.models import VersionRef, check_name, parse_version
 log = logging.getLogger(__name__)
 PREFIX = "secret:"
 BACKEND_FIELDS = frozenset(
-    {"secrets_backend", "gcp_project_id", "secret_manager_endpoint", "secrets_local_key", "secrets_local_path"}
+    {"secrets_backend", "gcp_project_id", "secret_manager_endpoint", "secrets_local_key", "secrets_local_key_file",
+     "secrets_local_path"}
 )
 
 
