@@ -205,6 +205,16 @@ def test_invalid_input_is_rejected_clearly(svc: SecretsService) -> None:
     assert svc.list_all(ADMIN) == []
 
 
+def test_a_trailing_newline_makes_a_name_or_label_invalid(svc: SecretsService) -> None:
+    with pytest.raises(InvalidInput, match="invalid secret name"):
+        svc.create(ADMIN, "name\n", value="v")
+    with pytest.raises(InvalidInput, match="invalid label key"):
+        svc.create(ADMIN, "labelled", SecretSpec(labels={"env\n": "prod"}))
+    with pytest.raises(InvalidInput, match="invalid value for label"):
+        svc.create(ADMIN, "labelled", SecretSpec(labels={"env": "prod\n"}))
+    assert svc.list_all(ADMIN) == []
+
+
 def test_diff_is_masked_unless_revealed(svc: SecretsService) -> None:
     svc.create(ADMIN, "app-env", value="DB_USER=app\nDB_PASS=old-pass\nREMOVED=1\n")
     svc.add_version(ADMIN, "app-env", "DB_USER=app\nDB_PASS=new-pass\nADDED=2\n")
@@ -226,8 +236,10 @@ def test_diff_is_masked_unless_revealed(svc: SecretsService) -> None:
 
     svc.create(ADMIN, "cert", value="-----BEGIN-----\nAAAA\nBBBB\n-----END-----")
     svc.add_version(ADMIN, "cert", "-----BEGIN-----\nAAAA\nCCCC\nDDDD\n-----END-----")
-    assert [(c.key, c.kind) for c in svc.diff(ADMIN, "cert", 1).changes] == [("line 3", "changed"),
-                                                                             ("line 4", "added")]
+    masked_cert = svc.diff(ADMIN, "cert", 1)
+    assert (masked_cert.format, masked_cert.changed, masked_cert.changes) == ("text", True, [])
+    assert [(c.key, c.kind) for c in svc.diff(ADMIN, "cert", 1, reveal=True).changes] == [("line 3", "changed"),
+                                                                                          ("line 4", "added")]
     with pytest.raises(PermissionDenied):
         svc.diff(OPERATOR, "cert", 1)
 
