@@ -158,3 +158,14 @@ def test_the_demo_generates_and_keeps_its_own_key(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("SECRETS_LOCAL_KEY", configured)
     demo.use_demo_secrets_key(tmp_path)
     assert os.environ["SECRETS_LOCAL_KEY"] == configured, "a configured key is never replaced"
+
+
+def test_api_serve_refuses_to_start_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRETS_LOCAL_KEY", raising=False)
+    monkeypatch.delenv("SECRETS_LOCAL_KEY_FILE", raising=False)
+    monkeypatch.setenv("SECRETS_LOCAL_PATH", str(tmp_path / "store" / "secrets.json"))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["api", "serve", "--port", "1"])
+    get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "SECRETS_LOCAL_KEY" in result.output and "Traceback" not in result.output

@@ -6,13 +6,16 @@ import typer
 import uvicorn
 
 from backend.api.tokens_cli import app as tokens_app
+from backend.cli_support import friendly_errors
 from backend.config import get_settings
+from backend.secrets.backends import backend_for
 
 app = typer.Typer(help="The REST API and nginx-rtmp callbacks.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
 
 
 @app.command("serve")
+@friendly_errors
 def serve(
     host: str = typer.Option(None, "--host", help="bind address (default API_HOST)"),
     port: int = typer.Option(None, "--port", help="port (default API_PORT)"),
@@ -23,6 +26,7 @@ def serve(
 ) -> None:
     """Serve the API with uvicorn on uvloop and the httptools parser (both installed with uvicorn's standard extra)."""
     settings = get_settings()
+    backend_for(settings)  # a secrets store that cannot open (no key, unreachable project) stops us here, in one line
     uvicorn.run(
         "backend.api.app:create_app",
         factory=True,
