@@ -48,6 +48,7 @@ from backend.identity import SYSTEM  # noqa: E402
 from backend.streams import keys  # noqa: E402
 
 PEPPER = "bench-pepper-" + "b" * 40
+TOKEN = "bench-callback-token-" + "c" * 32  # the callback URLs' ?token= (the baseline ignores it)
 # argon2id at library defaults uses 64 MiB and ~0.1 s of CPU per check: more clients only queue (and starve the
 # machine); its throughput is CPU-bound either way, and its latencies at this concurrency flatter it.
 BASELINE_CONCURRENCY = 4
@@ -112,8 +113,9 @@ class Result:
 
 def _request(form: dict[str, str]) -> bytes:
     body = urlencode(form).encode()
-    return (f"POST /rtmp/on_publish HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            f"Connection: Close\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    return (f"POST /rtmp/on_publish?token={TOKEN} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nConnection: Close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 async def _client(port: int, requests: list[bytes], deadline: float, out: Result, offset: int) -> None:
@@ -180,7 +182,8 @@ async def _asgi_cpu_ms(application, bodies: list[bytes], n: int) -> float:
             sent.append(message)
 
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.0", "method": "POST",
-                 "scheme": "http", "path": "/rtmp/on_publish", "raw_path": b"/rtmp/on_publish", "query_string": b"",
+                 "scheme": "http", "path": "/rtmp/on_publish", "raw_path": b"/rtmp/on_publish",
+                 "query_string": f"token={TOKEN}".encode(),
                  "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
                  "headers": [(b"content-type", b"application/x-www-form-urlencoded"),
                              (b"content-length", str(len(body)).encode())]}
@@ -279,7 +282,7 @@ def run(seconds: float, concurrency: int, key_count: int, repeat: int, admin_url
             secret = keys.new_secret()
             conn.execute("INSERT INTO bench_argon2_keys VALUES (%s, %s)", (f"k{i}", hasher.hash(secret)))
             naive.append(_request(_form(f"cam{i}", f"k{i}.{secret}", i)))
-    env = {"DATABASE_URL": url, "STREAM_KEY_PEPPER": PEPPER}
+    env = {"DATABASE_URL": url, "STREAM_KEY_PEPPER": PEPPER, "STREAMS_CALLBACK_TOKEN": TOKEN}
     ours_app, naive_app_target = ["backend.api.app:create_app"], ["--app-dir", "bench", "bench_callbacks:naive_app"]
     variants = [  # label, uvicorn target, processes, extra environment, requests, clients
         ("ours, 1 process", ours_app, 1, {}, ours, concurrency),
@@ -302,8 +305,9 @@ def run(seconds: float, concurrency: int, key_count: int, repeat: int, admin_url
     results = [sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for runs in rounds.values()]
     for runs in rounds.values():
         print(f"{runs[0].name}: req/s per round {', '.join(f'{r.rps:.0f}' for r in runs)}")
-    for label, cpu_ms in in_process_split(settings.model_copy(update={"stream_key_pepper": SecretStr(PEPPER)}),
-                                          ours).items():
+    in_process = settings.model_copy(update={"stream_key_pepper": SecretStr(PEPPER),
+                                             "streams_callback_token": SecretStr(TOKEN)})
+    for label, cpu_ms in in_process_split(in_process, ours).items():
         print(f"in-process CPU per on_publish, {label}: {cpu_ms:.3f} ms")
     with psycopg.connect(url) as conn:
         written = conn.execute("SELECT count(*) FROM stream_auth_attempts").fetchone()[0]

@@ -38,6 +38,7 @@ class ApiProcess:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
+    access_log: bool = False  # uvicorn's access log (at level info) into `log_path`
     _proc: subprocess.Popen | None = None
 
     @property
@@ -48,7 +49,8 @@ class ApiProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "backend.api.app:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+             "--port", str(self.port), "--log-level", "info" if self.access_log else "warning",
+             "--access-log" if self.access_log else "--no-access-log"],
             env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, timeout=30)
@@ -66,10 +68,12 @@ class ApiProcess:
 
 @dataclass
 class NginxRtmp:
-    """nginx with the rendered platform config under `prefix` (`nginx -p PREFIX`), calling the API at `callback_url`."""
+    """nginx with the rendered platform config under `prefix` (`nginx -p PREFIX`), calling the API at `callback_url`
+    with `callback_token`."""
 
     prefix: Path
     callback_url: str
+    callback_token: str
     rtmp_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen | None = None
@@ -88,6 +92,7 @@ class NginxRtmp:
     def start(self) -> None:
         self.prefix.mkdir(parents=True, exist_ok=True)
         config = render(RenderOptions(prefix=self.prefix, callback_url=self.callback_url,
+                                      callback_token=self.callback_token,
                                       rtmp_listen=f"127.0.0.1:{self.rtmp_port}",
                                       http_listen=f"127.0.0.1:{self.http_port}",
                                       update_timeout=f"{UPDATE_TIMEOUT_S}s", play_control=True))

@@ -63,12 +63,13 @@ def test_stop_ends_the_whole_process_group_and_kills_what_ignores_sigterm(tmp_pa
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="Debian nginx is not installed")
 def test_nginx_rtmp_config_is_rendered_from_the_streams_template(tmp_path: Path) -> None:
-    settings = Settings(api_base_url="http://127.0.0.1:18080")
+    token = "demo-callback-token-" + "d" * 32
+    settings = Settings(api_base_url="http://127.0.0.1:18080", streams_callback_token=token)
     setup = demo.prepare_nginx(tmp_path, settings)
     assert setup is not None
     config = (setup.prefix / "conf" / "nginx.conf").read_text()
     assert f"listen 127.0.0.1:{setup.rtmp_port};" in config
-    assert "on_publish http://127.0.0.1:18080/rtmp/on_publish;" in config
+    assert f"on_publish http://127.0.0.1:18080/rtmp/on_publish?token={token};" in config
     assert setup.env == {"STREAMS_NGINX_STAT_URL": f"http://127.0.0.1:{setup.http_port}/stat",
                          "STREAMS_NGINX_CONTROL_URL": f"http://127.0.0.1:{setup.http_port}/control"}
     stack = demo.DemoStack(tmp_path, settings=settings)

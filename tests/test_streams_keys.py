@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from backend import audit
+from backend.api.app import create_app
 from backend.cli import app
-from backend.config import ConfigError
+from backend.config import ConfigError, Settings
 from backend.errors import InvalidInput, NotFound
 from backend.identity import SYSTEM, PermissionDenied, Principal, Role
 from backend.identity import users as user_service
 from backend.streams import attempts, keys, lockout
 from backend.streams.callbacks import CallbackGate, CallbackRequest, KeyRecord, check_key
-from backend.streams.pepper import hash_key, key_pepper
+from backend.streams.pepper import callback_token, hash_key, key_pepper
 
 PEPPER = b"unit-test-pepper-" + b"q" * 32
 OPERATOR = Principal("olga", Role.operator)
@@ -229,7 +233,7 @@ def test_attempts_are_pruned_by_admins_only(db):
 
 def test_only_nginx_networks_may_call_the_callbacks(settings):
     gate = CallbackGate(settings)
-    assert gate.caller_allowed("127.0.0.1") and gate.caller_allowed("10.1.2.3") and gate.caller_allowed("::1")
+    assert gate.caller_allowed("127.0.0.1") and gate.caller_allowed("127.8.9.10") and gate.caller_allowed("::1")
     assert not gate.caller_allowed("203.0.113.5") and not gate.caller_allowed("testclient")
     narrow = CallbackGate(settings.model_copy(update={"streams_callback_allowed_nets": ["192.0.2.0/24"]}))
     assert narrow.caller_allowed("192.0.2.77") and not narrow.caller_allowed("127.0.0.1")
@@ -281,3 +285,136 @@ def test_callback_commits_wait_for_the_wal_only_when_asked(settings, durable, ex
         return value
 
     assert asyncio.run(setting()) == expected
+
+
+# --- callbacks over HTTP, in process (the real nginx runs in test_streams_rtmp.py) ---------------------------------
+
+TOKEN = "callback-token-" + "t" * 32
+
+
+def _callback_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"stream_key_pepper": SecretStr(PEPPER.decode()),
+                                       "streams_callback_token": SecretStr(TOKEN)})
+
+
+def _post(settings: Settings, *calls: tuple[str, dict[str, str]]) -> list[httpx.Response]:
+    """POST callbacks (`path?query`, form) to the API app in process, in order, as nginx on 127.0.0.1 would."""
+    async def run() -> list[httpx.Response]:
+        api = create_app(settings)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://api") as client:
+            try:
+                return [await client.post(path, data=form) for path, form in calls]
+            finally:
+                await api.state.rtmp_gate.close()
+
+    return asyncio.run(run())
+
+
+def _counts(db) -> tuple[int, int, int]:
+    row = db.execute("""SELECT (SELECT count(*) FROM stream_auth_attempts) AS attempts,
+                               (SELECT count(*) FROM stream_auth_failures) AS failures,
+                               (SELECT count(*) FROM live_streams) AS live""").fetchone()
+    return row["attempts"], row["failures"], row["live"]
+
+
+def test_callbacks_without_the_token_are_refused_and_change_nothing(settings, db, caplog):
+    """A forged caller (any container, VM or VPN client that reaches the API) cannot lock out a publisher's
+    address, end a live stream or fill the attempts table without the callback token."""
+    cb = _callback_settings(settings)
+    issued = keys.create_key(db, SYSTEM, PEPPER, "cam1")
+    db.execute("INSERT INTO live_streams (app, stream, key_id, addr, client_id) VALUES ('live', 'cam1', %s, "
+               "'192.0.2.7', '5')", (issued.key.id,))
+    victim = {"app": "live", "name": "cam1", "addr": "192.0.2.7", "clientid": "5"}
+    guesses = [(path, {**victim, "call": "publish", "key": "sk_guess"})
+               for path in ("/rtmp/on_publish", "/rtmp/on_publish?token=", "/rtmp/on_publish?token=wrong-token",
+                            f"/rtmp/on_publish?token={TOKEN[:-1]}", f"/rtmp/on_publish?token={TOKEN}x")
+               for _ in range(cb.streams_lockout_threshold)]
+    # a token in the form (the publisher's own `?token=` URL argument) is not the callback URL's token
+    in_form = ("/rtmp/on_publish", {**victim, "call": "publish", "key": issued.secret, "token": TOKEN})
+    update = ("/rtmp/on_update?token=nope", {**victim, "call": "update_publish", "key": issued.secret})
+    done = ("/rtmp/on_publish_done?token=nope", {**victim, "call": "publish_done", "key": issued.secret})
+    with caplog.at_level(logging.INFO, logger="backend"):
+        responses = _post(cb, *guesses, in_form, update, done)
+    assert [r.status_code for r in responses] == [403] * len(responses)
+    assert _counts(db) == (0, 0, 1)
+    assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
+    assert all(TOKEN not in r.text for r in responses)
+    (ended,) = _post(cb, (f"/rtmp/on_publish_done?token={TOKEN}", done[1]))  # with the token it does act
+    assert ended.status_code == 200 and _counts(db)[2] == 0
+
+
+def test_the_callback_allow_list_defaults_to_loopback_only():
+    gate = CallbackGate(Settings(_env_file=None))
+    assert gate.caller_allowed("127.0.0.1") and gate.caller_allowed("::1")
+    for private in ("10.1.2.3", "172.17.0.2", "192.168.1.10", "fd00::1"):
+        assert not gate.caller_allowed(private), private
+
+
+def test_callback_token_from_the_setting_or_created_once_in_the_secrets_backend(settings):
+    assert callback_token(settings.model_copy(update={"streams_callback_token": SecretStr("a" * 40)})) == "a" * 40
+    for bad, message in (("tiny-tkn", "too short"), ("x" * 39 + ";", "letters, digits")):
+        with pytest.raises(ConfigError, match=message) as raised:
+            callback_token(settings.model_copy(update={"streams_callback_token": SecretStr(bad)}))
+        assert bad not in str(raised.value)
+    created = callback_token(settings)
+    assert len(created) >= 32 and callback_token(settings) == created
+    from backend.secrets.system import get_or_create
+
+    assert get_or_create("rtmp-callback-token", lambda: "never used", settings) == created
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"stream": "cam1\n"}, "invalid stream name"),
+    ({"stream": "cam1\r\nLocation: http://evil.example"}, "invalid stream name"),
+    ({"stream": "cam1", "app": "live\n"}, "invalid application"),
+])
+def test_a_line_break_never_passes_a_name_check(db, kwargs, message):
+    with pytest.raises(InvalidInput, match=message):
+        keys.create_key(db, OPERATOR, PEPPER, **kwargs)
+    with pytest.raises(InvalidInput, match="invalid label"):
+        keys.parse_labels(["team\n=news"])
+    assert keys.list_keys(db, OPERATOR, include_inactive=True) == []
+
+
+def test_a_name_with_a_line_break_is_refused_and_never_reaches_a_location_header(settings, db, monkeypatch):
+    """Names end up in a 302 `Location` (OBS-style rename): "\\n" or "\\r\\n" must never get that far."""
+    monkeypatch.setenv("STREAM_KEY_PEPPER", PEPPER.decode())
+    monkeypatch.setenv("COLUMNS", "200")  # one line means one line, not one terminal width
+    from backend.config import get_settings
+
+    get_settings.cache_clear()
+    for name in ("cam1\n", "cam1\r\nLocation: http://evil.example"):
+        refused = runner.invoke(app, ["streams", "keys", "create", name])
+        assert refused.exit_code == 2 and "invalid stream name" in refused.output, refused.output
+        assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
+    issued = keys.create_key(db, SYSTEM, PEPPER, "cam1")
+    forms = [{"name": issued.secret + "\r\nX-Injected: 1"}, {"name": "cam1\r\nX-Injected: 1", "key": issued.secret},
+             {"name": "cam1\n", "key": issued.secret}]
+    responses = _post(_callback_settings(settings), *[
+        (f"/rtmp/on_publish?token={TOKEN}", {"app": "live", "addr": "192.0.2.8", "clientid": "1", "call": "publish",
+                                             **form}) for form in forms])
+    for response in responses:
+        assert response.status_code == 403
+        assert "location" not in response.headers and "x-injected" not in response.headers
+
+
+def test_lockout_is_clamped_however_many_failures_an_address_has():
+    policy = lockout.LockoutPolicy(threshold=5, base=timedelta(seconds=60), max=timedelta(hours=1),
+                                   window=timedelta(minutes=15))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for failures in (10, 44, 45, 46, 100, 10_000, 2**31 - 2):
+        state = lockout.FailureState("192.0.2.9", failures, now, now, None)
+        after = lockout.after_failure(state, "192.0.2.9", now + timedelta(seconds=1), policy)
+        assert after.locked_until - after.last_failed_at == policy.max, failures
+
+
+def test_an_address_with_many_failures_is_still_answered_and_recorded(settings, db):
+    """Past ~45 failures the lock length overflowed: every attempt answered 503 and left no attempt row."""
+    recent = datetime.now(UTC) - timedelta(seconds=5)
+    db.execute("INSERT INTO stream_auth_failures VALUES ('192.0.2.44', 60, %s, %s, %s)", (recent, recent, recent))
+    form = {"app": "live", "name": "cam1", "addr": "192.0.2.44", "clientid": "1", "call": "publish", "key": "sk_x"}
+    (response,) = _post(_callback_settings(settings), (f"/rtmp/on_publish?token={TOKEN}", form))
+    assert response.status_code == 403
+    assert [a.reason for a in attempts.list_attempts(db, SYSTEM, addr="192.0.2.44")] == ["missing or unknown key"]
+    (state,) = lockout.list_failures(db, SYSTEM)
+    assert state.failures == 61 and state.locked_until - state.last_failed_at == timedelta(hours=1)

@@ -36,6 +36,7 @@ from tests.nginx_rtmp import (
 
 pytestmark = pytest.mark.skipif(bool(tools_missing()), reason=f"needs {', '.join(tools_missing())}")
 PEPPER = "integration-test-pepper-" + "p" * 32
+TOKEN = "integration-callback-token-" + "c" * 32
 LOCKOUT_THRESHOLD = 4
 
 
@@ -53,9 +54,9 @@ def stack_database(pg_admin_url: str, template_database: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(stack_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NginxRtmp, ApiProcess]]:
     root = tmp_path_factory.mktemp("rtmp")
-    api = ApiProcess(env={}, log_path=root / "api.log")
-    server = NginxRtmp(prefix=root / "nginx", callback_url=api.url)
-    api.env = {"DATABASE_URL": stack_database, "STREAM_KEY_PEPPER": PEPPER,
+    api = ApiProcess(env={}, log_path=root / "api.log", access_log=True)
+    server = NginxRtmp(prefix=root / "nginx", callback_url=api.url, callback_token=TOKEN)
+    api.env = {"DATABASE_URL": stack_database, "STREAM_KEY_PEPPER": PEPPER, "STREAMS_CALLBACK_TOKEN": TOKEN,
                "STREAMS_NGINX_CONTROL_URL": server.control_url, "STREAMS_NGINX_STAT_URL": server.stat_url,
                "STREAMS_LOCKOUT_THRESHOLD": str(LOCKOUT_THRESHOLD), "STREAMS_DB_POOL_SIZE": "4"}
     api.start()
@@ -96,6 +97,11 @@ def _reasons(conn: psycopg.Connection, key_id: str) -> list[str]:
     return [a.reason for a in attempts.list_attempts(conn, SYSTEM, key_id=key_id)]
 
 
+def _callback(api: ApiProcess, name: str, form: dict[str, str], timeout: float = 5) -> httpx.Response:
+    """POST a callback as nginx does: to the URL the rendered config names, token included."""
+    return httpx.post(f"{api.url}/rtmp/{name}?token={TOKEN}", data=form, timeout=timeout)
+
+
 def test_good_key_publishes_shows_live_with_stats_and_ends_cleanly(conn, server, stack_settings):
     stream = _unique("cam")
     issued = _key(conn, stack_settings, stream)
@@ -110,6 +116,27 @@ def test_good_key_publishes_shows_live_with_stats_and_ends_cleanly(conn, server,
     assert wait_until(lambda: all(s.stream != stream for s in live.list_live(conn, SYSTEM)), timeout=5)
     assert _reasons(conn, issued.key.id)[:2] == ["ended", "ok"]
     assert issued.secret not in server.stat_xml() + server.logs()
+
+
+def test_the_callback_token_rides_in_the_config_and_a_wrong_one_refuses(conn, server, stack, stack_settings,
+                                                                        tmp_path):
+    """nginx sends the token from the rendered callback URLs; a config with another token publishes nothing, and the
+    token shows in none of the logs (nginx's, the API's access log, ours)."""
+    _, api = stack
+    stream = _unique("tok")
+    issued = _key(conn, stack_settings, stream)
+    impostor = NginxRtmp(prefix=tmp_path / "nginx", callback_url=api.url, callback_token="not-the-token-" + "w" * 32)
+    impostor.start()
+    try:
+        assert publish_and_wait(impostor.rtmp_url(f"live/{stream}?key={issued.secret}")) != 0
+    finally:
+        impostor.stop()
+    assert _reasons(conn, issued.key.id) == []
+    assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) == 0
+    assert _reasons(conn, issued.key.id)[-1] == "ok"
+    api_log = api.log_path.read_text(errors="replace")
+    assert "/rtmp/on_publish?token=[redacted]" in api_log  # the access log is on, and hides the token
+    assert TOKEN not in api_log + server.logs() + impostor.logs()
 
 
 def test_bad_expired_wrong_app_wrong_name_and_wrong_ip_keys_are_refused(conn, server, stack_settings):
@@ -224,12 +251,12 @@ def test_injection_attempts_in_names_and_arguments_are_inert(conn, server, stack
         lockout.clear(conn, SYSTEM)
         form = {"app": "live", "name": value, "addr": "127.0.0.1", "clientid": "1", "call": "publish",
                 "key": value.replace("PWNED", str(tmp_path / "pwned"))}
-        assert httpx.post(f"{api.url}/rtmp/on_publish", data=form).status_code == 403
+        assert _callback(api, "on_publish", form).status_code == 403
         form["name"] = issued.secret + value
         form.pop("key")
-        assert httpx.post(f"{api.url}/rtmp/on_publish", data=form).status_code == 403
+        assert _callback(api, "on_publish", form).status_code == 403
     weird_addr = {"app": "live", "name": "x", "addr": "'; DROP TABLE x; --", "clientid": "1", "call": "publish"}
-    assert httpx.post(f"{api.url}/rtmp/on_publish", data=weird_addr).status_code == 403
+    assert _callback(api, "on_publish", weird_addr).status_code == 403
     assert publish_and_wait(server.rtmp_url("live/%3Cb%3E%27%3B--?key=%24(touch%20x)%27")) != 0
     assert conn.execute("SELECT count(*) AS n FROM stream_keys").fetchone()["n"] == before
     assert not list(tmp_path.iterdir())
@@ -239,9 +266,9 @@ def test_injection_attempts_in_names_and_arguments_are_inert(conn, server, stack
 def test_play_is_allowed_only_for_live_streams(conn, stack):
     _, api = stack
     form = {"app": "live", "name": "nothing-here", "addr": "127.0.0.1", "clientid": "9", "call": "play"}
-    assert httpx.post(f"{api.url}/rtmp/on_play", data=form).status_code == 403
+    assert _callback(api, "on_play", form).status_code == 403
     conn.execute("INSERT INTO live_streams (app, stream, addr, client_id) VALUES ('live', 'on-air', '127.0.0.1', '1')")
-    assert httpx.post(f"{api.url}/rtmp/on_play", data={**form, "name": "on-air"}).status_code == 200
+    assert _callback(api, "on_play", {**form, "name": "on-air"}).status_code == 200
     conn.execute("DELETE FROM live_streams WHERE stream = 'on-air'")
 
 
@@ -271,12 +298,13 @@ def test_auth_service_down_refuses_publishing(conn, server, stack, stack_setting
 def test_callers_outside_the_allowed_networks_are_refused(conn, stack_database, tmp_path):
     """Nobody but nginx may call the callbacks: a forged `addr` could otherwise lock out someone else."""
     narrow = ApiProcess(env={"DATABASE_URL": stack_database, "STREAM_KEY_PEPPER": PEPPER,
-                             "STREAMS_CALLBACK_ALLOWED_NETS": '["192.0.2.0/24"]'}, log_path=tmp_path / "api.log")
+                             "STREAMS_CALLBACK_TOKEN": TOKEN, "STREAMS_CALLBACK_ALLOWED_NETS": '["192.0.2.0/24"]'},
+                        log_path=tmp_path / "api.log")
     narrow.start()
     try:
         form = {"app": "live", "name": "x", "addr": "198.51.100.9", "clientid": "1", "call": "publish", "key": "k"}
         for _ in range(LOCKOUT_THRESHOLD + 1):
-            assert httpx.post(f"{narrow.url}/rtmp/on_publish", data=form).status_code == 403
+            assert _callback(narrow, "on_publish", form).status_code == 403
     finally:
         narrow.stop()
     assert attempts.list_attempts(conn, SYSTEM, addr="198.51.100.9") == []
@@ -286,11 +314,12 @@ def test_callers_outside_the_allowed_networks_are_refused(conn, stack_database, 
 def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
     """An API whose database is unreachable answers 503 (never 2xx) and the publish is refused."""
     broken = ApiProcess(env={"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1",
-                             "STREAM_KEY_PEPPER": PEPPER}, log_path=tmp_path / "api.log")
+                             "STREAM_KEY_PEPPER": PEPPER, "STREAMS_CALLBACK_TOKEN": TOKEN},
+                        log_path=tmp_path / "api.log")
     broken.start()
     try:
         form = {"app": "live", "name": "x", "addr": "127.0.0.1", "clientid": "1", "call": "publish", "key": "k"}
-        assert httpx.post(f"{broken.url}/rtmp/on_publish", data=form, timeout=20).status_code == 503
+        assert _callback(broken, "on_publish", form, timeout=20).status_code == 503
     finally:
         broken.stop()
 

@@ -2,12 +2,15 @@
 
 nginx reads only the status: 2xx allows, 3xx renames the stream to `Location`, anything else refuses (and drops a
 live publisher on `on_update`). Any internal error answers 503, so a fault refuses rather than lets anyone in.
+Only nginx may call: the caller must be in `STREAMS_CALLBACK_ALLOWED_NETS` and the URL must carry the callback
+token (`?token=`, written into the config by `streams nginx-config`); otherwise 403 before anything is read or written.
 Bodies are parsed with the standard library rather than form dependencies: this is the hottest path we serve.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
@@ -15,8 +18,23 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from backend.streams.callbacks import CallbackGate, CallbackRequest, Decision
+from backend.streams.nginx_config import TOKEN_PARAM
 
 log = logging.getLogger(__name__)
+_TOKEN_IN_URL = re.compile(rf"([?&]{TOKEN_PARAM}=)[^&\s]*")
+
+
+class _HideCallbackToken(logging.Filter):
+    """uvicorn's access log (`api serve --access-log`) prints each request's path and query: hide the token there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(_HideCallbackToken())
 
 
 @asynccontextmanager
@@ -37,14 +55,21 @@ def _gate(request: Request) -> CallbackGate:
     return gate
 
 
+def _forbidden(request: Request, why: str) -> Response:
+    """Not nginx: refused before the body is read, so nothing is recorded (a forger could fill the tables)."""
+    log.warning("rtmp %s refused: %s", request.url.path, why)
+    return Response("forbidden\n", status_code=403, media_type="text/plain")
+
+
 async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackRequest], Awaitable[Decision | None]]
                   ) -> Response:
     try:
         gate = _gate(request)
         peer = request.client.host if request.client else ""
         if not gate.caller_allowed(peer):
-            log.warning("rtmp %s refused: caller %s is not in STREAMS_CALLBACK_ALLOWED_NETS", request.url.path, peer)
-            return Response("forbidden\n", status_code=403, media_type="text/plain")
+            return _forbidden(request, f"caller {peer} is not in STREAMS_CALLBACK_ALLOWED_NETS")
+        if not await gate.token_valid(request.query_params.get(TOKEN_PARAM)):
+            return _forbidden(request, f"caller {peer} sent a missing or wrong callback token")
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         decision = await handler(gate, CallbackRequest.from_form(form))
     except Exception as exc:  # fail closed, whatever went wrong

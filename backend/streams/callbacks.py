@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from backend.config import ConfigError, Settings
 from backend.streams.keys import KEY_PREFIX
 from backend.streams.lockout import FailureState, LockoutPolicy, after_failure
-from backend.streams.pepper import hash_key, key_pepper
+from backend.streams.pepper import callback_token, hash_key, key_pepper
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _key_record(row: Mapping[str, Any]) -> KeyRecord | None:
 
 
 class CallbackGate:
-    """The callbacks' state for one API process: settings, the cached pepper and a connection pool."""
+    """The callbacks' state for one API process: settings, the cached pepper and callback token, a connection pool."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -209,6 +209,7 @@ class CallbackGate:
         except ValueError as exc:
             raise ConfigError(f"invalid STREAMS_CALLBACK_ALLOWED_NETS: {exc}") from None
         self._pepper: bytes | None = None
+        self._token: bytes | None = None
         self._pool: AsyncConnectionPool | None = None
         self._lock = asyncio.Lock()
 
@@ -219,6 +220,16 @@ class CallbackGate:
         except ValueError:
             return False
         return any(address in net for net in self.callers)
+
+    async def token_valid(self, presented: str | None) -> bool:
+        """Whether the callback URL carried our callback token (compared in constant time). An address is not proof:
+        every container, VM or VPN client on an allowed network shares it."""
+        if self._token is None:
+            async with self._lock:
+                if self._token is None:
+                    self._token = (await asyncio.to_thread(callback_token, self.settings)).encode()
+        return presented is not None and hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
+                                                             self._token)
 
     async def _ready(self) -> tuple[bytes, AsyncConnectionPool]:
         if self._pepper is None or self._pool is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from backend.cli_support import acting_principal, console, fail, friendly_errors
 from backend.config import get_settings
 from backend.db import connect
 from backend.streams import attempts, keys, live, lockout, nginx_config
-from backend.streams.pepper import key_pepper
+from backend.streams.pepper import callback_token, key_pepper
 
 app = typer.Typer(help="RTMP stream keys, live streams, publish attempts and the nginx-rtmp config.",
                   no_args_is_help=True)
@@ -226,15 +227,21 @@ def nginx_config_cmd(
                                     "with -g, as containers do)"),
     output: Path = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
 ) -> None:
-    """Render the nginx-rtmp config; run it with `nginx -c FILE -g "daemon off;"` (or render with --foreground)."""
+    """Render the nginx-rtmp config; run it with `nginx -c FILE -g "daemon off;"` (or render with --foreground).
+
+    The callback URLs carry the callback token (STREAMS_CALLBACK_TOKEN, else the secrets backend's), so the file is
+    written readable by its owner only."""
+    settings = get_settings()
     text = nginx_config.render(nginx_config.RenderOptions(
-        prefix=prefix, callback_url=callback_url or get_settings().api_base_url, rtmp_listen=rtmp_listen,
-        http_listen=http_listen, stat_allow=tuple(stat_allow), error_log=error_log, app=app_name,
-        update_timeout=update_timeout, play_control=play_control, foreground=foreground))
+        prefix=prefix, callback_token=callback_token(settings), callback_url=callback_url or settings.api_base_url,
+        rtmp_listen=rtmp_listen, http_listen=http_listen, stat_allow=tuple(stat_allow), error_log=error_log,
+        app=app_name, update_timeout=update_timeout, play_control=play_control, foreground=foreground))
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.write_text(text, encoding="utf-8")
+    with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        file.write(text)
     console.print(f"wrote {output}")
 
 

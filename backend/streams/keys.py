@@ -25,10 +25,11 @@ from backend.streams.pepper import hash_key
 
 KEY_PREFIX = "sk_"
 SHOWN_PREFIX_LENGTH = 8
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+# Checked with `fullmatch`: `match` with `^…$` lets a trailing "\n" through, and names reach a 302 `Location` header.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_LABEL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 KeyState = Literal["active", "expired", "revoked"]
 
 
@@ -69,7 +70,7 @@ class IssuedKey:
 
 def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `12h`, `7d`, `2w` → timedelta."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match or int(match[1]) == 0:
         raise InvalidInput(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 7d")
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
@@ -80,14 +81,19 @@ def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not _LABEL.match(name) or len(value) > 128:
+        if not sep or not _LABEL.fullmatch(name) or len(value) > 128:
             raise InvalidInput(f"invalid label {pair!r}: use name=value with a lower-case name")
         labels[name] = value
     return labels
 
 
+def valid_name(value: str) -> bool:
+    """A stream or application name: what nginx paths, our URLs and a `Location` header can carry as it is."""
+    return _NAME.fullmatch(value) is not None
+
+
 def _check_name(kind: str, value: str) -> str:
-    if not _NAME.match(value):
+    if not valid_name(value):
         raise InvalidInput(f"invalid {kind} {value!r}: use 1-64 letters, digits, '_' or '-', starting with a "
                            "letter or digit")
     return value

@@ -58,10 +58,14 @@ def after_failure(state: FailureState | None, addr: str, now: datetime, policy: 
         failures, first = 1, now
     else:
         failures, first = state.failures + 1, state.first_failed_at
-    locked_until = None
-    if failures >= policy.threshold:
-        locked_until = now + min(policy.base * 2 ** (failures - policy.threshold), policy.max)
+    locked_until = now + lock_length(failures - policy.threshold, policy) if failures >= policy.threshold else None
     return FailureState(addr, failures, first, now, locked_until)
+
+
+def lock_length(doublings: int, policy: LockoutPolicy) -> timedelta:
+    """`base * 2**doublings`, capped at `max` before it is computed: a timedelta overflows after ~45 doublings."""
+    factor = 2 ** min(doublings, 64)  # a small power even for billions of failures
+    return policy.max if factor >= policy.max / policy.base else policy.base * factor  # below max: cannot overflow
 
 
 _COLUMNS = "host(addr) AS addr, failures, first_failed_at, last_failed_at, locked_until"

@@ -6,24 +6,28 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from backend.errors import InvalidInput
+from backend.streams.keys import valid_name
+from backend.streams.pepper import valid_callback_token
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "infrastructure" / "scripts" / "nginx-rtmp.conf"
 MODULE_PATH = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+TOKEN_PARAM = "token"  # the callback URLs' query argument that carries the callback token
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
-_APP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_DURATION = re.compile(r"^\d+(ms|s|m|h)?$")
+# Checked with `fullmatch`: `match` with `^…$` lets a trailing "\n" into the config.
+_DURATION = re.compile(r"\d+(ms|s|m|h)?")
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     prefix: Path
+    callback_token: str = field(repr=False)  # `pepper.callback_token(settings)`: the API refuses callbacks without it
     callback_url: str = "http://127.0.0.1:8080"
     rtmp_listen: str = "1935"
     http_listen: str = "127.0.0.1:8088"
@@ -45,10 +49,12 @@ def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
     url = urlsplit(options.callback_url)
     if url.scheme != "http" or not url.hostname:
         raise InvalidInput(f"invalid callback URL {options.callback_url!r}: nginx-rtmp calls plain http:// URLs only")
-    if not _APP.match(options.app):
+    if not valid_name(options.app):
         raise InvalidInput(f"invalid application {options.app!r}: use letters, digits, '_' or '-'")
+    if not valid_callback_token(options.callback_token):
+        raise InvalidInput("invalid callback token: use 32-256 letters, digits, '-', '_', '.' or '~'")
     for name in ("update_timeout", "drop_idle_publisher"):
-        if not _DURATION.match(getattr(options, name)):
+        if not _DURATION.fullmatch(getattr(options, name)):
             raise InvalidInput(f"invalid {name.replace('_', '-')} {getattr(options, name)!r}: use e.g. 30s")
     allowed = [_private_network(cidr) for cidr in options.stat_allow]
     if not _listen_is_loopback(options.http_listen) and all(net.is_loopback for net in allowed):
@@ -67,7 +73,9 @@ def render(options: RenderOptions, template: Path = TEMPLATE) -> str:
         "update_timeout": options.update_timeout,
         "drop_idle_publisher": options.drop_idle_publisher,
         "callback_url": base,
-        "play_control": f"            on_play {base}/rtmp/on_play;" if options.play_control else "",
+        "callback_token": options.callback_token,
+        "play_control": (f"            on_play {base}/rtmp/on_play?{TOKEN_PARAM}={options.callback_token};"
+                         if options.play_control else ""),
     }
     return _PLACEHOLDER.sub(lambda m: values[m[1]], template.read_text(encoding="utf-8"))
 
@@ -153,6 +161,9 @@ def check_config(text: str) -> list[Finding]:
             add("error", d.line, "notify_method get puts stream keys in callback URLs and logs: use post")
         if d.name.startswith("on_") and d.args and d.args[0].startswith("https://"):
             add("error", d.line, f"{d.name} uses https://, which nginx-rtmp cannot call: every callback fails")
+        if d.name.startswith("on_") and d.args and not _carries_token(d.args[0]):
+            add("error", d.line, f"{d.name} has no ?{TOKEN_PARAM}= callback token: the API refuses every callback "
+                                 "without it (render the config with `streams nginx-config`)")
         if d.name == "access_log" and "rtmp" in [c.split()[0] for c in d.context] and d.args[:1] != ("off",):
             add("warning", d.line, "rtmp access_log is on: it records the original stream name and ?key= argument")
         if d.name == "log_format" and any("$args" in a or "$name" in a for a in d.args):
@@ -172,6 +183,10 @@ def check_config(text: str) -> list[Finding]:
             add("warning", app.line, "no on_update with notify_update_timeout: revoked or expired keys keep "
                                      "publishing until they disconnect")
     return sorted(findings, key=lambda f: f.line)
+
+
+def _carries_token(url: str) -> bool:
+    return any(name == TOKEN_PARAM and value for name, value in parse_qsl(urlsplit(url).query))
 
 
 def _is_private(value: str) -> bool:
