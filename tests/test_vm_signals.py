@@ -1,9 +1,13 @@
-"""Host signals against real sources: this machine's /proc and utmp, and GPU telemetry rows in PostgreSQL."""
+"""Host signals against real sources: this machine's /proc and utmp, and GPU telemetry rows in PostgreSQL.
+
+The GPU signal's NVML side runs against a fake pynvml in tests/test_vm_gpu_nvml.py.
+"""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,12 +16,13 @@ from backend.config import Settings
 from backend.telemetry.sink.partitions import ensure_partitions
 from backend.vm.signals import Reading, sample_all
 from backend.vm.signals.cpu import CpuSignal
-from backend.vm.signals.gpu import GpuSample, GpuSignal, GpuThresholds, judge
+from backend.vm.signals.gpu import GpuReading, GpuSignal, GpuThresholds, judge
 from backend.vm.signals.network import NetworkSignal
-from backend.vm.signals.ssh import SshSignal
+from backend.vm.signals.ssh import UTMP, SshSignal
 
 
-def add_gpu(db: psycopg.Connection, host: str, uuid: str, index: int, util: float, used: float, ago: timedelta) -> None:
+def add_gpu(db: psycopg.Connection, host: str, uuid: str, index: int, util: float | None, used: float | None,
+            ago: timedelta) -> None:
     at = datetime.now(UTC) - ago
     ensure_partitions(db, {at.date(), datetime.now(UTC).date()})
     db.execute(
@@ -32,8 +37,11 @@ def add_gpu(db: psycopg.Connection, host: str, uuid: str, index: int, util: floa
     )
 
 
-def signal(settings: Settings, host: str, memory_mib: float | None = None) -> GpuSignal:
-    return GpuSignal(GpuThresholds(5.0, memory_mib), host, settings.database_url, use_nvml=False)
+def signal(settings: Settings, host: str, memory_mib: float | None = None, booted: timedelta = timedelta(hours=1),
+           ) -> GpuSignal:
+    """Telemetry only, on a machine that booted `booted` ago."""
+    return GpuSignal(GpuThresholds(5.0, memory_mib), host, settings.database_url, use_nvml=False,
+                     booted_at=lambda: datetime.now(UTC) - booted)
 
 
 def test_gpu_from_telemetry_rows(settings: Settings, db: psycopg.Connection) -> None:
@@ -54,10 +62,32 @@ def test_silent_gpu_telemetry_is_unknown(settings: Settings, db: psycopg.Connect
     assert reading.state == "unknown" and reading.blocks and "stale" in reading.evidence
 
 
+def test_gpu_telemetry_without_utilization_or_memory_is_unknown(settings: Settings, db: psycopg.Connection) -> None:
+    """NVML NotSupported (e.g. MIG) leaves gpu_util / fb_used NULL: that is not 0 %."""
+    add_gpu(db, "mig-host", "MIG-0", 0, util=None, used=4_000, ago=timedelta(seconds=20))
+    reading = signal(settings, "mig-host").sample()
+    assert reading.state == "unknown" and "GPU0" in reading.evidence and "?%" in reading.evidence
+    add_gpu(db, "nofb-host", "GPU-nofb", 0, util=0.0, used=None, ago=timedelta(seconds=20))
+    assert signal(settings, "nofb-host").sample().state == "unknown"
+    add_gpu(db, "nofb-host", "GPU-busy", 1, util=90.0, used=100, ago=timedelta(seconds=20))
+    assert signal(settings, "nofb-host").sample().state == "active"  # a busy GPU is certain whatever the other says
+
+
+def test_a_silent_gpu_beside_a_fresh_one_is_unknown(settings: Settings, db: psycopg.Connection) -> None:
+    add_gpu(db, "half-host", "GPU-h0", 0, util=0.0, used=0, ago=timedelta(seconds=20))
+    add_gpu(db, "half-host", "GPU-h1", 1, util=0.0, used=0, ago=timedelta(minutes=10))
+    reading = signal(settings, "half-host").sample()
+    assert reading.state == "unknown" and "no recent sample from GPU1" in reading.evidence
+    # a GPU last seen before this boot belongs to an earlier life of the machine (e.g. a smaller machine type)
+    assert signal(settings, "half-host", booted=timedelta(minutes=5)).sample().state == "idle"
+    fresh_boot = signal(settings, "half-host", booted=timedelta(seconds=5)).sample()
+    assert fresh_boot.state == "unknown" and "since this boot" in fresh_boot.evidence
+
+
 def test_gpu_without_driver_or_database_is_not_applicable() -> None:
     reading = GpuSignal(GpuThresholds(), "h", None, use_nvml=False).sample()
-    assert reading == Reading("gpu", "n/a", "no NVIDIA driver or GPU on this host")
-    busy = judge([GpuSample(0, 40.0, 100.0)], GpuThresholds(), "NVML")
+    assert reading == Reading("gpu", "n/a", "no GPU on this host; NVML not used")
+    busy = judge([GpuReading(0, 40.0, 100.0)], GpuThresholds(), "NVML")
     assert busy.state == "active"
 
 
@@ -78,8 +108,18 @@ def test_ssh_sessions_match_utmp() -> None:
     import psutil
 
     reading = SshSignal().sample()
-    expected = "active" if psutil.users() else "idle"
+    expected = ("active" if psutil.users() else "idle") if os.access(UTMP, os.R_OK) else "unknown"
     assert reading.state == expected
+
+
+def test_missing_or_unreadable_utmp_is_unknown(tmp_path: Path) -> None:
+    """psutil reads both as "nobody is logged in"; the signal must not."""
+    missing = SshSignal(tmp_path / "utmp").sample()
+    assert missing.state == "unknown" and missing.evidence.endswith("utmp: No such file or directory)")
+    (tmp_path / "dir").mkdir()  # what a bind mount of an absent host file leaves in a container
+    assert SshSignal(tmp_path / "dir").sample().state == "unknown"
+    (tmp_path / "utmp").write_bytes(b"")
+    assert SshSignal(tmp_path / "utmp").sample().state in ("idle", "active")
 
 
 class Broken:
@@ -106,7 +146,7 @@ def test_gpu_signal_reads_nvml_when_a_driver_is_present() -> None:
         count = 0
     reading = GpuSignal(GpuThresholds(), "this-host").sample()
     if count == 0:
-        assert reading == Reading("gpu", "n/a", "no NVIDIA driver or GPU on this host")
+        assert reading.state == "n/a" and "NVIDIA driver not found" in reading.evidence
         return
     assert reading.state in ("idle", "active") and reading.values["source"] == "NVML"
     assert len(reading.values["gpus"]) == count

@@ -13,14 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-
-import psutil
+from datetime import datetime, timedelta
 
 from backend.config import Settings
 from backend.vm import actions
 from backend.vm.policy import Countdown, Decision, Policy, Window, after_stop, decide
 from backend.vm.signals import Signal, sample_all
+from backend.vm.signals.base import boot_time, utc_now
 from backend.vm.signals.cpu import CpuSignal
 from backend.vm.signals.custom import CommandProbe
 from backend.vm.signals.gpu import GpuSignal, GpuThresholds
@@ -31,14 +30,6 @@ from backend.vm.state import Evaluation, Event, Store, open_store
 
 log = logging.getLogger(__name__)
 _PRUNE_EVERY = timedelta(hours=1)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def boot_time() -> datetime:
-    return datetime.fromtimestamp(psutil.boot_time(), UTC)
 
 
 def host_name(settings: Settings) -> str:
@@ -161,6 +152,7 @@ def build_signals(settings: Settings, host: str) -> list[Signal]:
             GpuThresholds(settings.autoshutdown_gpu_util_percent, settings.autoshutdown_gpu_memory_mib),
             host,
             settings.database_url,
+            expected=settings.autoshutdown_gpu_expected,
         ),
         CpuSignal(settings.autoshutdown_cpu_busy_percent),
         NetworkSignal(settings.autoshutdown_network_kib_per_s),

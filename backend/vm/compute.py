@@ -19,7 +19,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 
 from backend.errors import InvalidInput, NotFound, Unavailable
-from backend.vm.signals.gpu import NvmlGpus
+from backend.nvml import Nvml, NvmlUnavailable
 
 if TYPE_CHECKING:
     from google.cloud import compute_v1
@@ -63,13 +63,13 @@ def instances_client(endpoint: str | None = None) -> compute_v1.InstancesClient:
     return compute_v1.InstancesClient(transport="rest")
 
 
-def _label_filter(spec: str) -> str | None:
+def _platform_label(spec: str) -> tuple[str, str] | None:
     if not spec:
         return None
     key, sep, value = spec.partition("=")
     if not sep or not key or not value:
         raise InvalidInput(f"VM_LABEL_FILTER {spec!r}: expected key=value, e.g. platform=stream-platform")
-    return f"labels.{key.strip()} = {value.strip()}"
+    return key.strip(), value.strip()
 
 
 def _from_api(instance: compute_v1.Instance) -> VmInstance:
@@ -95,7 +95,8 @@ class GcpInstances:
         self, project: str, *, endpoint: str | None = None, label_filter: str = "", default_zone: str | None = None
     ) -> None:
         self.project, self.default_zone = project, default_zone
-        self.filter = _label_filter(label_filter)
+        self.label = _platform_label(label_filter)
+        self.filter = f"labels.{self.label[0]} = {self.label[1]}" if self.label else None
         self.client = instances_client(endpoint)
 
     def list(self) -> list[VmInstance]:
@@ -119,6 +120,7 @@ class GcpInstances:
         zone = self._zone_of(name, zone)
         method = self.client.start if verb == "start" else self.client.stop
         try:
+            self._require_platform_vm(name, zone)
             operation = method(project=self.project, zone=zone, instance=name)
             operation.result(timeout=_OPERATION_TIMEOUT)
         except gexc.NotFound:
@@ -127,11 +129,31 @@ class GcpInstances:
             raise Unavailable(f"the Compute API could not {verb} {name}: {exc.message}") from None
         return zone
 
+    def _require_platform_vm(self, name: str, zone: str) -> None:
+        """Start and stop by name reach only what the list shows: an instance without the platform's label is
+        someone else's, whatever name or zone was typed."""
+        if self.label is None:
+            return
+        key, value = self.label
+        if self.client.get(project=self.project, zone=zone, instance=name).labels.get(key) != value:
+            raise NotFound(f"{name} in {self.project}/{zone} is not a platform VM (no label {key}={value})")
+
     def start(self, name: str, zone: str | None = None) -> str:
         return self._operate("start", name, zone)
 
     def stop(self, name: str, zone: str | None = None) -> str:
         return self._operate("stop", name, zone)
+
+
+def _local_gpu_models() -> list[str]:
+    """The model of each GPU NVML sees here; none without a driver."""
+    nvml = Nvml()
+    try:
+        return [device.name for device in nvml.devices()]
+    except NvmlUnavailable:
+        return []
+    finally:
+        nvml.close()
 
 
 class LocalHost:
@@ -141,8 +163,7 @@ class LocalHost:
 
     def list(self) -> list[VmInstance]:
         memory = psutil.virtual_memory()
-        gpus = NvmlGpus().read() or []
-        models = Counter(g.model for g in gpus)
+        models = Counter(_local_gpu_models())
         return [
             VmInstance(
                 name=socket.gethostname(),

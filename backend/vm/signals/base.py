@@ -6,7 +6,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,16 @@ class Reading:
     def blocks(self) -> bool:
         """Active and unknown both keep the machine up."""
         return self.state in BLOCKING
+
+
+def utc_now() -> datetime:
+    """The clock the agent and its signals read by default; tests hand both the same fake one."""
+    return datetime.now(UTC)
+
+
+def boot_time() -> datetime:
+    """When this machine booted: a new boot starts a fresh countdown and a fresh set of GPUs."""
+    return datetime.fromtimestamp(psutil.boot_time(), UTC)
 
 
 class Signal(Protocol):
