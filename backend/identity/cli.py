@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import typer
 from rich.table import Table
 
@@ -94,8 +96,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         print_json(rows)
         return
     table = Table("name", "role", "state", "last login")
+    now = datetime.now(UTC)
     for user in rows:
-        state = "disabled" if user.disabled else ("locked" if user.locked_until else "active")
+        locked = user.locked_until is not None and user.locked_until > now
+        state = "disabled" if user.disabled else (f"locked until {user.locked_until:%H:%M} UTC" if locked else "active")
         last = f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "-"
         table.add_row(user.name, user.role, state, last)
     console.print(table)

@@ -1,21 +1,24 @@
-"""User accounts: create, change password or role, disable, list, and authenticate with lockout."""
+"""User accounts: create, change password or role, disable, list, and authenticate with throttling."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import NoReturn
 
 import psycopg
 
 from backend import audit
 from backend.errors import InvalidInput, PlatformError
+from backend.identity import throttle
 from backend.identity.passwords import hash_password, verify_password
 from backend.identity.principal import SYSTEM, Principal, Role, require_role
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+RESERVED_NAMES = frozenset({SYSTEM.name})
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -38,11 +41,14 @@ class User:
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name):
+    """Every name that enters the users table passes here: whole-string match, and not a reserved name."""
+    if not _NAME.fullmatch(name):
         raise UserError(
             f"invalid user name {name!r}: use 1-64 lower-case letters, digits, '.', '_', '@' or '-', "
             "starting with a letter or digit"
         )
+    if name in RESERVED_NAMES:
+        raise UserError(f"the user name {name!r} is reserved for the local CLI and background services")
     return name
 
 
@@ -103,8 +109,10 @@ def _update(conn: psycopg.Connection, actor: Principal, name: str, action: str, 
 
 def set_password(conn: psycopg.Connection, actor: Principal, name: str, password: str) -> User:
     _check_password(password)
-    return _update(conn, actor, name, "passwd", "password_hash = %s, failed_logins = 0, locked_until = NULL",
+    user = _update(conn, actor, name, "passwd", "password_hash = %s, failed_logins = 0, locked_until = NULL",
                    (hash_password(password),))
+    throttle.forget_account(conn, name)
+    return user
 
 
 def set_role(conn: psycopg.Connection, actor: Principal, name: str, role: Role) -> User:
@@ -116,7 +124,10 @@ def set_disabled(conn: psycopg.Connection, actor: Principal, name: str, disabled
 
 
 def unlock(conn: psycopg.Connection, actor: Principal, name: str) -> User:
-    return _update(conn, actor, name, "unlock", "failed_logins = 0, locked_until = NULL", ())
+    """Lift an account lock, and forget the failures that led to it (else a few more would lock it again)."""
+    user = _update(conn, actor, name, "unlock", "failed_logins = 0, locked_until = NULL", ())
+    throttle.forget_account(conn, name)
+    return user
 
 
 def list_users(conn: psycopg.Connection, actor: Principal) -> list[User]:
@@ -130,14 +141,27 @@ def get_user(conn: psycopg.Connection, name: str) -> User | None:
 
 
 class LoginFailed(PlatformError):
-    """Wrong name or password, disabled, or locked; the message never says which name exists."""
+    """A refused sign-in. The message is the same whatever the reason, so it tells a guesser nothing (which names
+    exist, which are locked or disabled); `reason` goes to the audit log and the server log for operators."""
 
     http_status = 401
+    MESSAGE = "invalid credentials or locked"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.MESSAGE)
+        self.reason = reason
 
 
-def authenticate(conn: psycopg.Connection, name: str, password: str, *, now: datetime | None = None) -> Principal:
-    """Check a password; after `MAX_FAILED_LOGINS` failures the account locks for `LOCKOUT`."""
+def authenticate(conn: psycopg.Connection, name: str, password: str, *, addr: str, now: datetime | None = None,
+                 policy: throttle.SignInPolicy | None = None) -> Principal:
+    """Check a password from a client address (see `throttle`): failures back the address off; an account locks
+    only when many addresses fail against it. An address that must wait is refused without checking anything."""
     now = now or datetime.now(UTC)
+    policy = policy or throttle.SignInPolicy()
+    key = throttle.client_key(addr)
+    waiting = throttle.hold_address(conn, key)
+    if waiting is not None and waiting.locked(now):
+        _refuse(conn, name, key, "address throttled")
     row = conn.execute(
         "SELECT name, role, disabled, password_hash, failed_logins, locked_until FROM users WHERE name = %s "
         "FOR UPDATE",
@@ -145,25 +169,34 @@ def authenticate(conn: psycopg.Connection, name: str, password: str, *, now: dat
     ).fetchone()
     ok = verify_password(row["password_hash"] if row else None, password)
     if row and row["locked_until"] and row["locked_until"] > now:
-        _login_audit(conn, name, "denied", "locked")
-        raise LoginFailed(f"account locked until {row['locked_until']:%H:%M UTC} after repeated failures")
-    if not row or not ok or row["disabled"]:
-        if row and not row["disabled"]:
-            failures = row["failed_logins"] + 1
-            locked = now + LOCKOUT if failures >= MAX_FAILED_LOGINS else None
-            conn.execute("UPDATE users SET failed_logins = %s, locked_until = %s WHERE name = %s",
-                         (0 if locked else failures, locked, name))
-        _login_audit(conn, name, "denied", "bad credentials" if not row or not ok else "disabled")
-        raise LoginFailed("wrong user name or password, or the account is disabled")
-    conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = %s WHERE name = %s",
-                 (now, name))
-    _login_audit(conn, name, "ok", None)
-    return Principal(row["name"], Role(row["role"]))
+        reason = "account locked"
+    elif not row or not ok:
+        reason = "bad credentials"
+    elif row["disabled"]:
+        reason = "disabled"
+    else:
+        conn.execute("UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = %s WHERE name = %s",
+                     (now, name))
+        throttle.forget_account(conn, name)
+        _login_audit(conn, name, "ok", None, key)
+        return Principal(row["name"], Role(row["role"]))
+    throttle.address_failed(conn, waiting, key, now, policy)
+    if row and reason == "bad credentials" and not row["disabled"]:
+        locked = throttle.account_failed(conn, name, key, now, policy)
+        conn.execute("UPDATE users SET failed_logins = %s, locked_until = %s WHERE name = %s",
+                     (0 if locked else row["failed_logins"] + 1, locked, name))
+    _refuse(conn, name, key, reason)
 
 
-def _login_audit(conn: psycopg.Connection, name: str, outcome: str, reason: str | None) -> None:
-    audit.record(conn, actor=name, area="users", action="login", target=name, outcome=outcome,  # type: ignore[arg-type]
-                 detail={"reason": reason} if reason else None)
+def _refuse(conn: psycopg.Connection, name: str, key: str, reason: str) -> NoReturn:
+    _login_audit(conn, name, "denied", reason, key)
+    log.warning("sign-in refused for %r from %s: %s", name, key, reason)
+    raise LoginFailed(reason)
+
+
+def _login_audit(conn: psycopg.Connection, name: str, outcome: audit.Outcome, reason: str | None, key: str) -> None:
+    detail = {"reason": reason, "addr": key} if reason else {"addr": key}
+    audit.record(conn, actor=name, area="users", action="login", target=name, outcome=outcome, detail=detail)
 
 
 def resolve_principal(conn: psycopg.Connection, name: str | None) -> Principal:
