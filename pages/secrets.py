@@ -17,6 +17,7 @@ from components.errors import boundary, guarded
 from components.session import principal
 
 from backend.identity.principal import Role
+from backend.parsing import parse_labels
 
 secrets_service = require("backend.secrets.service", "Secrets")
 models = require("backend.secrets.models", "Secrets")
@@ -63,7 +64,7 @@ with right:
 metas: list = []
 with guarded("Secrets"):
     pairs = [p.strip() for p in label_filter.split(",") if p.strip()]
-    labels = tuple(sorted(models.parse_labels(pairs).items()))
+    labels = tuple(sorted(parse_labels(pairs).items()))
     metas = [m for m in _secrets(me.name, labels) if name_filter.lower() in m.name.lower()]
     if metas:
         st.dataframe(pd.DataFrame([{
@@ -86,7 +87,7 @@ if admin:
         if st.form_submit_button("Create", type="primary"):
             with guarded("Create"):
                 spec = models.SecretSpec(
-                    labels=models.parse_labels([p.strip() for p in new_labels.split(",") if p.strip()]),
+                    labels=parse_labels([p.strip() for p in new_labels.split(",") if p.strip()]),
                     rotation_period=timedelta(days=rotation_days) if rotation_days else None,
                 )
                 service.create(me, new_name.strip(), spec, value or None)

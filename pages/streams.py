@@ -15,6 +15,7 @@ from components.session import principal
 
 from backend.config import get_settings
 from backend.identity.principal import Role
+from backend.parsing import parse_duration
 
 live = require("backend.streams.live", "Streams")
 keys = require("backend.streams.keys", "Streams")
@@ -91,7 +92,7 @@ if operator:
                 with connection() as conn:
                     issued = keys.create_key(
                         conn, me, pepper.key_pepper(get_settings()), stream.strip(), app=app.strip() or "live",
-                        expires_in=keys.parse_duration(expires.strip()) if expires.strip() else None,
+                        expires_in=parse_duration(expires, what="expiry") if expires.strip() else None,
                         allowed_cidrs=[c.strip() for c in cidrs.split(",") if c.strip()], owner=owner.strip() or None)
                 flash.hand_over("issued-key", issued)
                 st.rerun()

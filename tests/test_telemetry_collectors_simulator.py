@@ -10,8 +10,8 @@ from itertools import pairwise
 import pytest
 
 from backend.errors import InvalidInput
+from backend.parsing import parse_duration
 from backend.telemetry.collectors.tokens import PEAK_TOKENS_PER_S, TokenMeter, with_token_usage
-from backend.telemetry.durations import parse_duration
 from backend.telemetry.faults import FaultSpec
 from backend.telemetry.fields import BY_COLUMN
 from backend.telemetry.messages import GpuSample, TokenUsage, encode
@@ -199,11 +199,14 @@ def test_unplaced_faults_get_seeded_targets_and_onsets():
 
 
 def test_durations_and_fault_spec_syntax():
-    assert parse_duration("1h30m") == timedelta(minutes=90) and parse_duration("2.5") == timedelta(seconds=2.5)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("2.5", bare_seconds=True) == timedelta(seconds=2.5)
     assert parse_duration("1d") == timedelta(days=1) and parse_duration("250ms") == timedelta(milliseconds=250)
-    for bad in ("", "0", "-5", "1x", "h1", "1h 30m"):
+    for bad in ("", "0", "-5", "1x", "h1", "1h 30m", "2.5\n1"):
         with pytest.raises(InvalidInput):
-            parse_duration(bad, what="--interval")
+            parse_duration(bad, what="--interval", bare_seconds=True)
+    with pytest.raises(InvalidInput, match="invalid duration '7'"):
+        parse_duration("7")  # without bare_seconds a unit is required
     assert FaultSpec.parse("thermal@0m") == FaultSpec("thermal", None, timedelta(0))
     assert FaultSpec.parse("xid79:gpu-node-01/3@1h30m") == FaultSpec("xid79", "gpu-node-01/3", timedelta(minutes=90))
     [event] = Fleet(2, 4, faults=[FaultSpec.parse("power_brake:5@0m")], start=START).schedule.events
@@ -212,7 +215,7 @@ def test_durations_and_fault_spec_syntax():
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("meltdown", "not KIND"),
-    ("ecc@soon", "not a duration"),
+    ("ecc@soon", "invalid fault onset .soon."),
     ("ecc:gpu-node-09/0", "not a GPU of this fleet"),
     ("nvlink:gpu-node-02/0", "has no NVLink"),
 ])

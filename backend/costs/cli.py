@@ -15,7 +15,7 @@ from backend.costs.spend import GROUPS, cost_summary
 from backend.costs.tokens import token_costs
 from backend.db import connect
 from backend.errors import InvalidInput
-from backend.telemetry.durations import parse_duration
+from backend.parsing import parse_duration
 
 app = typer.Typer(help="GPU prices, spend, idle cost, $/1M tokens and the month-end projection.", no_args_is_help=True)
 prices = typer.Typer(help="The GPU price catalog ($/GPU-hour per model and pricing kind).", no_args_is_help=True)
@@ -34,7 +34,7 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 def _window(since: str, start: str | None, end: str | None) -> tuple[datetime, datetime]:
     stop = _when(end, "--end") or datetime.now(UTC)
-    return _when(start, "--start") or stop - parse_duration(since, what="--since"), stop
+    return _when(start, "--start") or stop - parse_duration(since, what="--since", bare_seconds=True), stop
 
 
 def _money(value: float | None) -> str:
@@ -137,7 +137,8 @@ def projection(
 ) -> None:
     """Month-to-date spend and the month-end projection."""
     with connect() as conn:
-        result = month_projection(conn, _when(as_of, "--as-of"), trailing=parse_duration(trailing, what="--trailing"),
+        trailing_window = parse_duration(trailing, what="--trailing", bare_seconds=True)
+        result = month_projection(conn, _when(as_of, "--as-of"), trailing=trailing_window,
                                   idle_threshold_pct=get_settings().cost_idle_util_threshold)
     if as_json:
         print_json(result)

@@ -17,7 +17,7 @@ from backend.health import service
 from backend.health.alerts import ALERT_STATES
 from backend.health.rules import RULE_IDS
 from backend.health.xid import CATALOG
-from backend.telemetry.durations import parse_duration
+from backend.parsing import parse_duration
 
 app = typer.Typer(help="GPU health: rules, alerts and failure risk.", no_args_is_help=True)
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def evaluate(
     if not loop:
         show(service.evaluate_once(settings))
         return
-    every_s = parse_duration(every, what="--every").total_seconds() if every else settings.health_evaluate_every_s
+    every_s = (parse_duration(every, what="--every", bare_seconds=True).total_seconds() if every
+               else settings.health_evaluate_every_s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -16,6 +16,7 @@ from backend.api.errors import ERROR_RESPONSES, ErrorBody
 from backend.audit import AuditEntry
 from backend.config import Settings
 from backend.identity.principal import Principal
+from backend.parsing import parse_labels
 from backend.secrets.diff import ChangeKind, PayloadFormat
 from backend.secrets.models import (
     Replication,
@@ -24,7 +25,6 @@ from backend.secrets.models import (
     SecretPage,
     SecretSpec,
     SecretVersion,
-    parse_labels,
     parse_version,
 )
 from backend.secrets.service import RotationStatus, SecretsService

@@ -3,9 +3,8 @@ never from arguments (they would land in shell history and `ps`)."""
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -23,26 +22,17 @@ from backend.cli_support import (
     to_jsonable,
 )
 from backend.errors import InvalidInput
+from backend.parsing import parse_duration, parse_labels
 from backend.secrets.import_env import import_env, plan, read_env_file
-from backend.secrets.models import Replication, SecretSpec, parse_labels, parse_version
+from backend.secrets.models import Replication, SecretSpec, parse_version
 from backend.secrets.service import SecretsService, get_service
 
 app = typer.Typer(help="Secrets in Secret Manager or the local encrypted store (admin only, audited).",
                   no_args_is_help=True)
 
-_DURATION = re.compile(r"(\d+)([dhms])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 JSON = typer.Option(False, "--json", help="machine-readable output")
 FROM_FILE = typer.Option(None, "--from-file", help="read the value from this file instead of stdin",
                          exists=True, dir_okay=False, readable=True)
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90d`, `12h`, `1d12h`, `30m`, `3600s`."""
-    parts = _DURATION.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise InvalidInput(f"invalid duration {text!r}: use e.g. 90d, 12h, 1d12h, 30m")
-    return timedelta(**{_UNITS[u]: sum(int(n) for n, unit in parts if unit == u) for _, u in parts})
 
 
 def parse_time(text: str) -> datetime:
@@ -108,9 +98,9 @@ def create(
     spec = SecretSpec(
         labels=parse_labels(label),
         replication=Replication(tuple(location)),
-        ttl=parse_duration(ttl) if ttl else None,
+        ttl=parse_duration(ttl, what="--ttl") if ttl else None,
         expire_time=parse_time(expire_time) if expire_time else None,
-        rotation_period=parse_duration(rotation_period) if rotation_period else None,
+        rotation_period=parse_duration(rotation_period, what="--rotation-period") if rotation_period else None,
         next_rotation_time=parse_time(next_rotation) if next_rotation else None,
         topics=tuple(topic),
     )
@@ -263,7 +253,7 @@ def rotation_due(
     as_json: bool = JSON,
 ) -> None:
     """Secrets due (or overdue) for rotation, with the age of their latest version."""
-    statuses = _service().rotation_due(acting_principal(), within=parse_duration(within))
+    statuses = _service().rotation_due(acting_principal(), within=parse_duration(within, what="--within"))
     if as_json:
         print_json(statuses)
         return

@@ -133,14 +133,3 @@ def parse_version(value: str | int) -> VersionRef:
     if str(value) == "latest":
         return "latest"
     raise InvalidInput(f"invalid version {value!r}: a number or 'latest'")
-
-
-def parse_labels(pairs: list[str]) -> dict[str, str]:
-    """`key=value` pairs (CLI, import-env) into a checked label dict."""
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise InvalidInput(f"invalid label {pair!r}: use key=value")
-        labels[key.strip()] = value.strip()
-    return check_labels(labels)

@@ -14,6 +14,7 @@ from rich.table import Table
 from backend.cli_support import acting_principal, console, fail, friendly_errors, print_json
 from backend.config import get_settings
 from backend.db import connect
+from backend.parsing import parse_duration, parse_labels
 from backend.streams import attempts, keys, live, lockout, nginx_config
 from backend.streams.pepper import callback_token, key_pepper
 
@@ -59,8 +60,8 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="print JSON (includes the key)"),
 ) -> None:
     """Create a stream key and print it once."""
-    expires_in = keys.parse_duration(expires) if expires else None
-    labels = keys.parse_labels(label)
+    expires_in = parse_duration(expires, what="--expires") if expires else None
+    labels = parse_labels(label)
     with connect() as conn:
         issued = keys.create_key(conn, acting_principal(), key_pepper(get_settings()), stream, app=app_name,
                                  expires_in=expires_in, allowed_cidrs=allow_ip, owner=owner, labels=labels)
@@ -146,7 +147,7 @@ def reconcile_cmd(every: float = typer.Option(None, "--every", min=1, help="repe
 def prune_attempts_cmd(older_than: str = typer.Option("90d", "--older-than", help="e.g. 30d")) -> None:
     """Delete publish attempts older than the given age (admin)."""
     with connect() as conn:
-        deleted = attempts.prune_attempts(conn, acting_principal(), keys.parse_duration(older_than))
+        deleted = attempts.prune_attempts(conn, acting_principal(), parse_duration(older_than, what="--older-than"))
     console.print(f"deleted {deleted} attempt(s) older than {older_than}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -27,8 +27,6 @@ KEY_PREFIX = "sk_"
 SHOWN_PREFIX_LENGTH = 8
 # Checked with `fullmatch`: `match` with `^…$` lets a trailing "\n" through, and names reach a 302 `Location` header.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 KeyState = Literal["active", "expired", "revoked"]
 
@@ -68,23 +66,13 @@ class IssuedKey:
     secret: str = field(repr=False)
 
 
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `12h`, `7d`, `2w` → timedelta."""
-    match = _DURATION.fullmatch(text)
-    if not match or int(match[1]) == 0:
-        raise InvalidInput(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, e.g. 7d")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
-
-
-def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
-    """`team=news` pairs → dict; keys are lower-case identifiers, values up to 128 characters."""
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not _LABEL.fullmatch(name) or len(value) > 128:
-            raise InvalidInput(f"invalid label {pair!r}: use name=value with a lower-case name")
-        labels[name] = value
-    return labels
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A key's labels: lower-case identifiers as names, values up to 128 characters."""
+    for name, value in labels.items():
+        if not _LABEL.fullmatch(name) or len(value) > 128:
+            raise InvalidInput(f"invalid label {name!r}: use name=value with a lower-case name and a value of up "
+                               "to 128 characters")
+    return dict(labels)
 
 
 def valid_name(value: str) -> bool:
@@ -146,7 +134,7 @@ def create_key(
     if owner is not None and not 0 < len(owner) <= 128:
         raise InvalidInput("invalid owner: use 1-128 characters")
     expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
-    return _issue(conn, actor, pepper, stream, app, expires_at, cidrs, owner, labels or {})
+    return _issue(conn, actor, pepper, stream, app, expires_at, cidrs, owner, check_labels(labels or {}))
 
 
 def _issue(conn: psycopg.Connection, actor: Principal, pepper: bytes, stream: str, app: str,

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from backend.errors import InvalidInput
-from backend.telemetry.durations import parse_duration
+from backend.parsing import parse_duration
 
 FaultKind = Literal["thermal", "ecc", "xid79", "power_brake", "nvlink"]
 KINDS: tuple[FaultKind, ...] = ("thermal", "ecc", "xid79", "power_brake", "nvlink")
@@ -61,7 +61,8 @@ class FaultSpec:
         match = _SPEC.fullmatch(text.strip())
         if not match or match["kind"] not in KINDS:
             raise InvalidInput(f"fault {text!r} is not KIND[:HOST/INDEX][@OFFSET] with KIND one of {', '.join(KINDS)}")
-        onset = parse_duration(match["onset"], what="fault onset", allow_zero=True) if match["onset"] else None
+        onset = (parse_duration(match["onset"], what="fault onset", allow_zero=True, bare_seconds=True)
+                 if match["onset"] else None)
         return cls(match["kind"], match["target"], onset)  # type: ignore[arg-type]
 
 

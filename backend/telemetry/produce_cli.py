@@ -21,9 +21,9 @@ import typer
 from backend.cli_support import err_console, fail, friendly_errors, progress_bar, to_jsonable
 from backend.config import get_settings
 from backend.errors import InvalidInput
+from backend.parsing import parse_duration
 from backend.telemetry.collectors.pacing import paced, polled
 from backend.telemetry.collectors.tokens import token_usage_only, with_token_usage
-from backend.telemetry.durations import parse_duration
 from backend.telemetry.faults import KINDS, FaultSpec
 from backend.telemetry.messages import GpuSample, Message
 from backend.telemetry.producer import KafkaOutput, Output, ProduceReport, StdoutOutput, counted, pump
@@ -97,7 +97,7 @@ def produce(
     stdout: bool = typer.Option(False, "--stdout", help="print JSON lines instead of producing to Kafka"),
 ) -> None:
     """Collect GPU telemetry (or token usage) and produce it to Kafka, keyed by GPU UUID."""
-    every = parse_duration(interval, what="--interval")
+    every = parse_duration(interval, what="--interval", bare_seconds=True)
     if count and backfill:
         raise InvalidInput("give --count or --backfill, not both")
     replay = None
@@ -107,7 +107,7 @@ def produce(
             now = _align(datetime.now(UTC), every)
             start, end = now, None
             if backfill:
-                start, end = _align(now - parse_duration(backfill, what="--backfill"), every), now
+                start, end = _align(now - parse_duration(backfill, what="--backfill", bare_seconds=True), every), now
             elif count:
                 start, end = now - (count - 1) * every, now + every
             fleet = Fleet(hosts, gpus_per_host, seed, [FaultSpec.parse(f) for f in fault], start,
@@ -116,8 +116,8 @@ def produce(
             tick = None
             if end is not None and not follow:
                 tick = stack.enter_context(progress_bar("simulating", -(-(end - start) // every) * len(fleet.gpus)))
-            messages = _simulated(source, fleet, start, end, every, follow, tokens,
-                                  parse_duration(token_interval, what="--token-interval"), stop, tick)
+            token_every = parse_duration(token_interval, what="--token-interval", bare_seconds=True)
+            messages = _simulated(source, fleet, start, end, every, follow, tokens, token_every, stop, tick)
         elif source is Source.nvml:
             from backend.telemetry.collectors.nvml import NvmlCollector
 
