@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(default=20000, ge=1)
     sink_batch_max_latency_ms: int = Field(default=50, ge=1)
     sink_metrics_port: int | None = None
+    sink_dlq_max_message_bytes: int | None = Field(
+        default=None, gt=0, description="largest dead letter (whole record); unset: the producer's message.max.bytes"
+    )
 
     # -- health ---------------------------------------------------------------------------------------
     health_window_s: int = Field(default=600, ge=60)
@@ -79,12 +82,29 @@ class Settings(BaseSettings):
     api_base_url: str = "http://127.0.0.1:8080"
     console_port: int = 8501
     admin_password: SecretStr | None = None
+    api_max_body_bytes: int = Field(default=65536, ge=1024)
+    query_statement_timeout_s: float = Field(default=30, ge=0)
+    query_max_range_raw_days: float = Field(default=1, gt=0)
+    query_max_range_1m_days: float = Field(default=35, gt=0)
+    query_max_range_1h_days: float = Field(default=731, gt=0)
+
+    # -- console sign-in (docs/console.md) ------------------------------------------------------------
+    signin_throttle_threshold: int = Field(default=5, ge=1)
+    signin_throttle_base_seconds: int = Field(default=30, ge=1)
+    signin_throttle_max_seconds: int = Field(default=900, ge=1)
+    signin_failure_window_seconds: int = Field(default=900, ge=1)
+    signin_account_lock_addresses: int = Field(default=5, ge=2)
+    signin_account_lock_seconds: int = Field(default=900, ge=1)
+    console_trusted_proxies: list[str] = Field(default_factory=list)
+    oidc_allowed_issuers: list[str] = Field(default_factory=list)
+    oidc_allowed_email_domains: list[str] = Field(default_factory=list)
 
     # -- secrets --------------------------------------------------------------------------------------
     secrets_backend: Literal["local", "gcp"] = "local"
     gcp_project_id: str | None = None
     secret_manager_endpoint: str | None = None
     secrets_local_key: SecretStr | None = None
+    secrets_local_key_file: Path | None = None
     secrets_local_path: Path = Path(".data/secrets.json")
 
     # -- compute (VMs) --------------------------------------------------------------------------------
@@ -109,6 +129,7 @@ class Settings(BaseSettings):
     autoshutdown_network_kib_per_s: float = 100.0
     autoshutdown_gpu_util_percent: float = 5.0
     autoshutdown_gpu_memory_mib: float | None = None
+    autoshutdown_gpu_expected: bool = False
     autoshutdown_ssh: bool = True
     autoshutdown_probes: list[str] = Field(default_factory=list)
     autoshutdown_probe_timeout_seconds: float = Field(default=10, gt=0)
@@ -129,9 +150,8 @@ class Settings(BaseSettings):
     streams_failure_window_seconds: int = Field(default=900, ge=1)
     streams_db_pool_size: int = Field(default=8, ge=1)
     streams_callback_synchronous_commit: bool = False
-    streams_callback_allowed_nets: list[str] = Field(
-        default_factory=lambda: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
-    )
+    streams_callback_token: SecretStr | None = None
+    streams_callback_allowed_nets: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
     # -- costs ----------------------------------------------------------------------------------------
     cost_idle_util_threshold: float = Field(default=5.0, ge=0, le=100)

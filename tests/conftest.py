@@ -14,11 +14,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from psycopg import sql
 
 from backend.config import Settings, get_settings
 
 os.environ["SECRETS_ENV_FILE"] = "/nonexistent/secrets.env"  # a developer's own secrets.env must not leak in
+# The local secrets store opens only with a configured key: one made up for this test session (children inherit it).
+os.environ["SECRETS_LOCAL_KEY"] = Fernet.generate_key().decode()
+os.environ.pop("SECRETS_LOCAL_KEY_FILE", None)
 _EXTERNAL_DB = os.environ.pop("DATABASE_URL", None)
 _EXTERNAL_KAFKA = os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 _TEMPLATE = f"sp_template_{os.getpid()}"

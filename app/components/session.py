@@ -6,6 +6,7 @@ import streamlit as st
 from components.errors import guarded
 
 from backend import console_auth
+from backend.config import get_settings
 from backend.identity.principal import Principal
 from backend.identity.users import LoginFailed
 
@@ -22,7 +23,7 @@ def signed_in() -> Principal | None:
     found: Principal | None = st.session_state.get(_KEY)
     if found is None and _oidc_configured() and st.user.is_logged_in:
         with guarded("Single sign-on"):
-            found = console_auth.login_oidc(str(st.user.get("email", "")))
+            found = console_auth.login_oidc(st.user.to_dict())
     if found is None:
         return None
     fresh = console_auth.current(found)
@@ -34,11 +35,17 @@ def signed_in() -> Principal | None:
 
 
 def sign_out() -> None:
-    st.session_state.pop(_KEY, None)
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("reveal")]:
-        del st.session_state[key]
+    """Forget the whole session: all of it (reveal widgets, messages, a key handed over to be shown once)
+    belonged to the user who signs out."""
+    st.session_state.clear()
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()
+
+
+def _client_address() -> str:
+    """Where this browser connects from, as the sign-in throttle counts it (see `console_auth.client_address`)."""
+    return console_auth.client_address(st.context.ip_address, st.context.headers.get("X-Forwarded-For"),
+                                       get_settings().console_trusted_proxies)
 
 
 def _oidc_configured() -> bool:
@@ -54,12 +61,13 @@ def login_page() -> None:
         password = st.text_input("Password", type="password", autocomplete="current-password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        try:
-            st.session_state[_KEY] = console_auth.login(name, password)
-        except LoginFailed as exc:
-            st.error(str(exc), icon=":material/lock:")
-        else:
-            st.rerun()
+        with guarded():  # a database outage or a bad CONSOLE_TRUSTED_PROXIES: one line, not a traceback
+            try:
+                st.session_state[_KEY] = console_auth.login(name, password, addr=_client_address())
+            except LoginFailed as exc:
+                st.error(str(exc), icon=":material/lock:")
+            else:
+                st.rerun()
     if _oidc_configured():
         st.divider()
         if st.button("Sign in with single sign-on", icon=":material/badge:"):
