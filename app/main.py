@@ -17,6 +17,12 @@ st.set_page_config(page_title="Stream Platform Ops Console", page_icon=":materia
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 warmup.start()
+secrets_ready = False
+with guarded("Secrets store"):  # no configured key, an unreachable project: one clear message, nothing else runs
+    session.check_secrets_store()
+    secrets_ready = True
+if not secrets_ready:
+    st.stop()
 principal = None
 with guarded("Session"):
     principal = session.signed_in()

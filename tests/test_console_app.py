@@ -119,3 +119,15 @@ def test_single_sign_on_needs_a_verified_email_from_an_allowed_issuer(
     get_settings.cache_clear()
     elsewhere = _sso({"email": "jane@example.com", "email_verified": True})
     assert "principal" not in elsewhere.session_state and elsewhere.error
+
+
+def test_without_a_secrets_key_the_console_says_so_and_shows_nothing_else(settings: Settings, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SECRETS_LOCAL_KEY", raising=False)
+    monkeypatch.setenv("SECRETS_LOCAL_PATH", str(tmp_path / "elsewhere" / "secrets.json"))
+    get_settings.cache_clear()
+    at = _app().run()
+    get_settings.cache_clear()
+    assert not at.exception
+    assert [e.value for e in at.error] and "SECRETS_LOCAL_KEY" in at.error[0].value
+    assert not at.text_input  # no sign-in form: nothing runs until the store can open

@@ -9,6 +9,7 @@ from backend import console_auth
 from backend.config import get_settings
 from backend.identity.principal import Principal
 from backend.identity.users import LoginFailed
+from backend.secrets.backends import backend_for
 
 _KEY = "principal"
 
@@ -40,6 +41,11 @@ def sign_out() -> None:
     st.session_state.clear()
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()
+
+
+def check_secrets_store() -> None:
+    """Open the configured secrets store once per process: a store that cannot open refuses here, in one line."""
+    backend_for(get_settings())
 
 
 def _client_address() -> str:

@@ -25,7 +25,7 @@ from backend.vm.signals.base import Reading
 Kind = Literal["active", "idle", "held", "warning", "stop"]
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(
-    r"^\s*(?:(?P<days>[A-Za-z,\-*]+)\s+)?(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})(?:\s+(?P<tz>\S+))?\s*$"
+    r"\s*(?:(?P<days>[A-Za-z,\-*]+)\s+)?(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})(?:\s+(?P<tz>\S+))?\s*"
 )
 _BOOT_JITTER = timedelta(seconds=30)
 
@@ -42,7 +42,7 @@ class Window:
 
     @classmethod
     def parse(cls, text: str) -> Window:
-        match = _WINDOW.match(text)
+        match = _WINDOW.fullmatch(text)
         if not match:
             raise InvalidInput(f"never-stop window {text!r}: expected e.g. 'Mon-Fri 09:00-18:00 Europe/Berlin'")
         try:
