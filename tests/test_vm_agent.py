@@ -74,18 +74,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield DbStore(request.getfixturevalue("settings").require_database_url())
 
 
-def test_countdown_survives_an_agent_restart(store: Store) -> None:
+def test_countdown_survives_an_agent_restart_and_warns_again(store: Store) -> None:
     clock = FakeClock(BOOT + timedelta(hours=1))
-    first = make_agent(store, clock).evaluate()
+    agent = make_agent(store, clock)
+    first = agent.evaluate()
     clock.tick()
-    warning = run_until(make_agent(store, clock), clock, "warning")
+    warning = run_until(agent, clock, "warning")
     clock.tick(15)  # the agent restarts quickly: a fresh process, same store
-    resumed = make_agent(store, clock).evaluate()
-    assert resumed.decision.idle_since == first.decision.idle_since
-    assert resumed.decision.stop_at == warning.decision.stop_at
-    assert store.load("vm-1").stop_at == warning.decision.stop_at
+    restarted = make_agent(store, clock)
+    resumed = restarted.evaluate()
+    assert resumed.decision.idle_since == first.decision.idle_since  # the idle clock is kept ...
+    warn = timedelta(seconds=restarted.policy.warn_seconds)
+    assert resumed.decision.stop_at == max(warning.decision.stop_at, clock.now + warn)  # ... never shortened
+    assert resumed.decision.state.warned_at == clock.now
+    assert "warning again" in " ".join(resumed.decision.reasons)
+    assert store.load("vm-1").stop_at == resumed.decision.stop_at
+    clock.tick()
+    assert restarted.evaluate().decision.events == ()  # warned once per process, not every poll
     events = [e.kind for e in store.events("vm-1")]
-    assert events == ["warning_issued"]
+    assert events == ["warning_issued", "warning_issued"]
     evaluations = store.evaluations("vm-1", limit=500)
     assert evaluations[0].decision == resumed.decision.kind and len(evaluations) >= 25
     assert evaluations[0].signals == [{"signal": "cpu", "state": "idle", "evidence": "cpu is idle", "values": {}}]

