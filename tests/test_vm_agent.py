@@ -235,3 +235,17 @@ def test_database_down_is_one_clear_error_and_the_machine_stays_up(tmp_path: Pat
     with pytest.raises(Unavailable, match="the agent keeps the machine up"):
         agent.evaluate()
     assert not (tmp_path / "stopped").exists()
+
+
+def test_an_unreachable_state_database_is_one_log_line_per_poll(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    unreachable = DbStore(f"postgresql:///nowhere?host={tmp_path}&connect_timeout=1")
+    clock = FakeClock(BOOT + timedelta(hours=1))
+    agent = make_agent(unreachable, clock, policy=Policy(poll_seconds=0.05))
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    agent.run(stop)
+    failures = [r for r in caplog.records if "evaluation failed" in r.getMessage()]
+    assert failures and all(r.exc_info is None and "state store unreachable" in r.getMessage() for r in failures)

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import psycopg
+
 from backend.config import Settings
+from backend.errors import Unavailable
 from backend.vm import actions
 from backend.vm.policy import Countdown, Decision, Policy, Window, after_stop, decide
 from backend.vm.signals import Signal, sample_all
@@ -129,6 +132,9 @@ class Agent:
             started = time.monotonic()
             try:
                 self.evaluate()
+            except (Unavailable, psycopg.OperationalError) as exc:  # the state database is away: one line a poll
+                log.warning("evaluation failed, the machine stays up: state store unreachable (%s)",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             except Exception:
                 log.exception("evaluation failed; the machine stays up")
             stop.wait(max(0.0, poll - (time.monotonic() - started)))
