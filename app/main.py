@@ -13,9 +13,12 @@ import streamlit as st
 from components import nav, session, warmup
 from components.errors import guarded
 
+from backend import settings_loader
+
 st.set_page_config(page_title="Stream Platform Ops Console", page_icon=":material/bolt:", layout="wide")
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+settings_loader.install()  # before anything reads settings: `secret:` references resolve
 warmup.start()
 secrets_ready = False
 with guarded("Secrets store"):  # no configured key, an unreachable project: one clear message, nothing else runs

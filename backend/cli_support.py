@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, is_dataclass
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from datetime import date, datetime
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, get_type_hints
 
 import typer
 from pydantic import BaseModel
@@ -49,6 +50,30 @@ def friendly_errors(func: F) -> F:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def with_options(options: type[Any]) -> Callable[[F], F]:
+    """Declare typer options once, as the fields of a dataclass (`Annotated[T, typer.Option(...)]`), for every
+    command that takes them: typer sees the fields as the command's first options, in field order, and the command
+    gets them gathered into one `options` instance as its first argument."""
+    hints = get_type_hints(options, include_extras=True)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                default=inspect.Parameter.empty if f.default is MISSING else f.default)
+              for f in fields(options)]
+
+    def decorate(command: F) -> F:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in list(inspect.signature(command, eval_str=True).parameters.values())[1:]]
+
+        @wraps(command)
+        def wrapper(**given: Any) -> Any:
+            return command(options(**{p.name: given.pop(p.name) for p in shared}), **given)
+
+        wrapper.__signature__ = inspect.Signature([*shared, *own])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in (*shared, *own)}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 _acting_name: ContextVar[str | None] = ContextVar("acting_name", default=None)

@@ -6,6 +6,7 @@ Every setting is documented in `secrets.env.example`; the names are the upper-ca
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
     sink_metrics_port: int | None = None
     sink_dlq_max_message_bytes: int | None = Field(
         default=None, gt=0, description="largest dead letter (whole record); unset: the producer's message.max.bytes"
+    )
+    rollup_max_delay_s: float = Field(
+        default=10, ge=2, description="postgres profile: a complete minute's rollup is materialized within this"
+    )
+    archive_url: str | None = Field(
+        default=None, description="Parquet archive of raw days: a directory or gs://BUCKET/PREFIX; set = archiving on"
     )
 
     # -- health ---------------------------------------------------------------------------------------
@@ -170,16 +177,55 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap_servers
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment and `secrets.env` (environment wins), then apply overrides and
-    resolve `secret:NAME[#VERSION]` references through the secrets backend."""
-    from backend.secrets.references import resolve_references  # late: the secrets area imports this module
+REFERENCE_PREFIX = "secret:"
 
+
+def read_settings(**overrides: object) -> Settings:
+    """Settings from the environment and `secrets.env` (environment wins), then `overrides`. `secret:NAME` references
+    are left as they are: resolving them needs the secrets store, which imports this module
+    (`backend.settings_loader` resolves them)."""
     settings = Settings(_env_file=_env_file())  # type: ignore[call-arg]
-    return resolve_references(settings.model_copy(update=overrides) if overrides else settings)
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _text_of(value: object) -> str | None:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value if isinstance(value, str) else None
+
+
+def references_in(settings: Settings) -> dict[str, str]:
+    """Field name → reference, for every text setting that is a `secret:` reference."""
+    found = {}
+    for field in type(settings).model_fields:
+        text = _text_of(getattr(settings, field))
+        if text is not None and text.startswith(REFERENCE_PREFIX):
+            found[field] = text
+    return found
+
+
+def _refuse_references(settings: Settings) -> Settings:
+    """Without a resolver a reference is an error, never a value: `secret:database-url` is no database URL."""
+    if found := references_in(settings):
+        field, reference = min(found.items())
+        raise ConfigError(f"{field.upper()}={reference} cannot be resolved: this process did not install the "
+                          "settings loader (backend.settings_loader.install)")
+    return settings
+
+
+Resolver = Callable[[Settings], Settings]
+_resolver: list[Resolver] = [_refuse_references]
+
+
+def use_resolver(resolve: Resolver) -> None:
+    """Make get_settings() resolve `secret:` references with `resolve`. Every entry point installs
+    `backend.settings_loader`'s: this module sits below the secrets store, so the resolver comes from above."""
+    if _resolver[0] is not resolve:
+        _resolver[0] = resolve
+        get_settings.cache_clear()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()
+    """The process-wide settings, read once, references resolved by the installed resolver."""
+    return _resolver[0](read_settings())

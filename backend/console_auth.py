@@ -1,5 +1,4 @@
-"""Console sign-in: password login with throttling, OIDC claims mapping, the client address, session re-checks
-and the first admin.
+"""Console sign-in: password login with throttling, OIDC claims mapping, the client address and session re-checks.
 
 The console keeps only the `Principal` in its session; every rerun re-reads the user so a disabled account or a
 changed role takes effect at once. Failed logins are committed even though `authenticate` raises, otherwise the
@@ -12,16 +11,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 from backend import audit
 from backend.config import Settings, get_settings
 from backend.db import connect
 from backend.errors import ConfigError
-from backend.identity.passwords import generate_password
-from backend.identity.principal import SYSTEM, Principal, Role
+from backend.identity.principal import Principal
 from backend.identity.throttle import SignInPolicy
-from backend.identity.users import LoginFailed, add_user, authenticate, get_user
+from backend.identity.users import LoginFailed, authenticate, get_user
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
@@ -122,26 +119,3 @@ def current(principal: Principal, settings: Settings | None = None) -> Principal
     if user is None or user.disabled:
         return None
     return user.principal
-
-
-@dataclass(frozen=True)
-class FirstAdmin:
-    name: str
-    created: bool
-    generated_password: str | None
-    """Set only when this call created the admin with a generated password: print it once, then forget it."""
-
-
-def ensure_admin(settings: Settings | None = None, name: str = "admin") -> FirstAdmin:
-    """Create the first admin unless one exists; the password is `ADMIN_PASSWORD` or generated."""
-    settings = settings or get_settings()
-    with connect(settings) as conn:
-        existing = conn.execute("SELECT name FROM users WHERE role = %s AND NOT disabled ORDER BY created_at LIMIT 1",
-                                (Role.admin.value,)).fetchone()
-        if existing:
-            return FirstAdmin(existing["name"], created=False, generated_password=None)
-        configured = settings.admin_password.get_secret_value() if settings.admin_password else None
-        password = configured or generate_password()
-        add_user(conn, SYSTEM, name, Role.admin, password)
-    log.info("created the first admin %r", name)
-    return FirstAdmin(name, created=True, generated_password=None if configured else password)

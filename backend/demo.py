@@ -3,8 +3,8 @@
 Starts an embedded PostgreSQL and the tansu broker (unless `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` point at
 running ones), migrates, makes sure an admin exists, backfills simulated history, then runs every component as a
 child process in its own process group: the live simulator, the sink, alert evaluation, the API, the
-auto-shutdown agent (dry run), nginx-rtmp when installed, and the console. A component whose command is not part
-of this installation is skipped with a log line, so the demo works while areas are still landing.
+auto-shutdown agent (dry run), nginx-rtmp when installed, and the console. A component whose program is not
+installed (nginx) is skipped with a log line.
 Stopping (Ctrl-C or SIGTERM) ends children in reverse start order, SIGTERM then SIGKILL, and the broker last.
 """
 
@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import typer
-
-from backend.config import Settings, get_settings, load_settings
-from backend.console_auth import FirstAdmin, ensure_admin
+from backend.config import Settings, get_settings
 from backend.db.migrate import migrate
 from backend.embedded.ports import free_port, wait_for_port
+from backend.identity.bootstrap import FirstAdmin, ensure_admin
+from backend.settings_loader import load_settings
 
 log = logging.getLogger("backend.demo")
 
@@ -63,18 +62,6 @@ def stream_platform_argv() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "from backend.cli import main; main()"]
-
-
-def has_command(path: Sequence[str]) -> bool:
-    """Whether `stream-platform <path…>` exists in this installation (areas land independently)."""
-    from backend.cli import app
-
-    command = typer.main.get_command(app)
-    for name in path:
-        command = getattr(command, "commands", {}).get(name)
-        if command is None:
-            return False
-    return True
 
 
 def port_or_free(port: int) -> int:
@@ -145,10 +132,6 @@ class DemoStack:
     # -- children -------------------------------------------------------------------------------------
     def spawn(self, component: Component) -> Child | None:
         """Start one component in its own process group, logging to `<workdir>/logs/<name>.log`."""
-        if component.cli and not has_command(component.cli):
-            log.info("skipping %s: `stream-platform %s` is not part of this installation yet",
-                     component.name, " ".join(component.cli))
-            return None
         if component.argv and shutil.which(component.argv[0]) is None:
             log.info("skipping %s: %s is not installed", component.name, component.argv[0])
             return None
@@ -316,13 +299,10 @@ class NginxSetup:
 
 
 def prepare_nginx(workdir: Path, settings: Settings) -> NginxSetup | None:
-    """Render the nginx-rtmp config when nginx, its rtmp module and the streams area are all installed."""
-    try:
-        from backend.streams.nginx_config import MODULE_PATH, RenderOptions, render
-        from backend.streams.pepper import callback_token
-    except ImportError:
-        log.info("skipping nginx-rtmp: the streams area is not part of this installation yet")
-        return None
+    """Render the nginx-rtmp config when nginx and its rtmp module are installed."""
+    from backend.streams.nginx_config import MODULE_PATH, RenderOptions, render
+    from backend.streams.pepper import callback_token
+
     if shutil.which("nginx") is None or not Path(MODULE_PATH).exists():
         log.info("skipping nginx-rtmp: install the Debian packages nginx and libnginx-mod-rtmp to publish streams")
         return None

@@ -203,7 +203,7 @@ def in_process_split(settings: Settings, requests: list[bytes], n: int = 1500, r
     and the decision service alone."""
     from fastapi import FastAPI
 
-    from backend.api.app import create_app
+    from backend.api_app import create_app
     from backend.streams import api
     from backend.streams.callbacks import CallbackGate, CallbackRequest
 
@@ -283,7 +283,7 @@ def run(seconds: float, concurrency: int, key_count: int, repeat: int, admin_url
             conn.execute("INSERT INTO bench_argon2_keys VALUES (%s, %s)", (f"k{i}", hasher.hash(secret)))
             naive.append(_request(_form(f"cam{i}", f"k{i}.{secret}", i)))
     env = {"DATABASE_URL": url, "STREAM_KEY_PEPPER": PEPPER, "STREAMS_CALLBACK_TOKEN": TOKEN}
-    ours_app, naive_app_target = ["backend.api.app:create_app"], ["--app-dir", "bench", "bench_callbacks:naive_app"]
+    ours_app, naive_app_target = ["backend.api_app:create_app"], ["--app-dir", "bench", "bench_callbacks:naive_app"]
     variants = [  # label, uvicorn target, processes, extra environment, requests, clients
         ("ours, 1 process", ours_app, 1, {}, ours, concurrency),
         ("ours, 2 processes", ours_app, 2, {}, ours, concurrency),

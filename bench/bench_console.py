@@ -78,9 +78,9 @@ def choose(page: Page, label: str, option: str) -> None:
 
 def seed(settings: Settings, hosts: int) -> tuple[int, float]:
     """The fleet's history, health, an admin, a stream key and a secret (so every page has something to show)."""
+    from backend.health.evaluator import evaluate_once
     from backend.health.risk.predict import predict_fleet
     from backend.health.risk.training import FleetSpec, train_and_evaluate
-    from backend.health.service import evaluate_once
     from backend.secrets.service import get_service
     from backend.streams import keys
     from backend.streams.pepper import key_pepper

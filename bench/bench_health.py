@@ -33,8 +33,8 @@ from backend.config import Settings  # noqa: E402
 from backend.db import connect  # noqa: E402
 from backend.db.migrate import migrate  # noqa: E402
 from backend.health.evaluate import HealthPolicy, assess  # noqa: E402
+from backend.health.evaluator import evaluate_once  # noqa: E402
 from backend.health.history import GpuHistory, Sample  # noqa: E402
-from backend.health.service import evaluate_once  # noqa: E402
 from backend.health.store import COLUMNS, load_fleet  # noqa: E402
 from backend.telemetry.faults import FaultSpec  # noqa: E402
 from backend.telemetry.simulator import Fleet  # noqa: E402

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from backend.config import load_settings
 from backend.embedded.tansu import TansuBroker
 from backend.messaging.kafka import ensure_topics, make_producer
+from backend.settings_loader import load_settings
 from backend.telemetry.messages import GpuSample, encode, key
 from backend.telemetry.producer import KafkaOutput, produce_simulated
 from backend.telemetry.simulator import Fleet

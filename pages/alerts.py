@@ -5,14 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 from components import flash, fmt
-from components.backends import require
-from components.db import connection
 from components.errors import boundary, guarded
 from components.session import principal
 
+from backend.health import service as health
 from backend.identity.principal import Role
 
-health = require("backend.health.service", "Alerts")
 me = principal()
 
 st.title("Alerts")
@@ -25,8 +23,7 @@ severity = st.segmented_control("Severity", ["critical", "warning"], key="alert-
 @st.fragment(run_every="30s")
 @boundary("Alerts")
 def alert_table(states: tuple[str, ...], severity: str | None) -> list:
-    with connection() as conn:
-        found = health.list_alerts(conn, states=states or None, severity=severity, limit=500)
+    found = health.list_alerts(me, states=states or None, severity=severity, limit=500)
     if not found:
         st.success("No alerts in these states.", icon=":material/check_circle:")
         return []
@@ -51,8 +48,7 @@ if me.has(Role.operator) and open_alerts:
         submitted = st.form_submit_button("Acknowledge", type="primary")
     if submitted:
         with guarded("Acknowledge"):
-            with connection() as conn:
-                health.acknowledge(conn, me, chosen.id, note or None)
+            health.acknowledge(me, chosen.id, note or None)
             flash.flash(f"Alert #{chosen.id} acknowledged.")
             st.rerun()
 elif not me.has(Role.operator):

@@ -9,20 +9,16 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 from components import charts, flash, fmt
-from components.backends import optional, require
-from components.db import connection
+from components.cache import cached
 from components.errors import guarded
 from components.session import principal
 
 from backend.config import get_settings
-from backend.identity.principal import Role
+from backend.costs import service as costs
+from backend.costs.catalog import PRICING_KINDS
+from backend.identity.principal import Principal, Role
+from backend.vm import service as vm
 
-spend = require("backend.costs.spend", "Costs")
-projection = require("backend.costs.projection", "Costs")
-tokens = require("backend.costs.tokens", "Costs")
-catalog = require("backend.costs.catalog", "Costs")
-savings = require("backend.costs.savings", "Costs")
-vm_state = optional("backend.vm.state")
 me = principal()
 
 RANGES = {"Last 24 hours": timedelta(days=1), "Last 7 days": timedelta(days=7), "Last 30 days": timedelta(days=30)}
@@ -37,30 +33,26 @@ end = datetime.now(UTC).replace(second=0, microsecond=0)
 start = end - RANGES[range_label]
 
 
-@st.cache_data(ttl=60, show_spinner="Adding up GPU-minutes…")
-def load(start: datetime, end: datetime, group_by: str, idle_pct: float) -> object:
-    with connection() as conn:
-        return spend.cost_summary(conn, start, end, group_by=group_by, idle_threshold_pct=idle_pct)
+@cached(ttl=60, show_spinner="Adding up GPU-minutes…")
+def load(who: Principal, start: datetime, end: datetime, group_by: str, idle_pct: float) -> object:
+    return costs.cost_summary(who, start, end, group_by=group_by, idle_threshold_pct=idle_pct)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def headline(start: datetime, end: datetime, idle_pct: float) -> tuple[object, object]:
+@cached(ttl=60)
+def headline(who: Principal, start: datetime, end: datetime, idle_pct: float) -> tuple[object, object]:
     """The month projection and auto-shutdown savings (both scan the month's rollups: cached for a minute)."""
-    with connection() as conn:
-        month = projection.month_projection(conn, end, idle_threshold_pct=idle_pct)
-        saved = savings.savings(conn, start, end, vm_state.stopped_intervals(conn, start, end)) if vm_state else None
-    return month, saved
+    return (costs.month_projection(who, end, idle_threshold_pct=idle_pct),
+            vm.shutdown_savings(who, start, end))
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def per_model(start: datetime, end: datetime) -> list:
-    with connection() as conn:
-        return tokens.token_costs(conn, start, end)
+@cached(ttl=60)
+def per_model(who: Principal, start: datetime, end: datetime) -> list:
+    return costs.token_costs(who, start, end)
 
 
 with guarded("Spend"):
-    total = load(start, end, "total", idle_pct).total
-    month, saved = headline(start, end, idle_pct)
+    total = load(me, start, end, "total", idle_pct).total
+    month, saved = headline(me, start, end, idle_pct)
     cols = st.columns(5)
     cols[0].metric("Spend", fmt.money(total.cost_usd), help=f"{total.gpu_hours:,.1f} GPU-hours in the range")
     cols[1].metric("Idle cost", fmt.money(total.idle_cost_usd),
@@ -69,9 +61,8 @@ with guarded("Spend"):
     cols[3].metric("Month projection", fmt.money(month.projected_month_usd),
                    help=f"month to date + {fmt.money(month.run_rate_usd_per_day)}/day × "
                         f"{month.remaining_days:.1f} days left")
-    cols[4].metric("Auto-shutdown saved", fmt.money(saved.saved_usd) if saved else "–",
-                   help=f"{saved.saved_gpu_hours:,.1f} GPU-hours not billed" if saved else
-                   "the VM area records no stops here")
+    cols[4].metric("Auto-shutdown saved", fmt.money(saved.saved_usd),
+                   help=f"{saved.saved_gpu_hours:,.1f} GPU-hours not billed")
     if total.unpriced_gpu_hours:
         st.warning(f"{total.unpriced_gpu_hours:,.1f} GPU-hours have no catalog price and are not in the totals: "
                    "add prices for their models below.", icon=":material/sell:")
@@ -79,7 +70,7 @@ with guarded("Spend"):
         st.info("No GPU-hours in this range yet: costs follow the telemetry the sink stores.")
 
 with guarded("Spend by day"):
-    daily = load(start, end, "day", idle_pct).rows
+    daily = load(me, start, end, "day", idle_pct).rows
     if daily:
         frame = pd.DataFrame([{"day": r.key, "kind": kind, "usd": value} for r in sorted(daily, key=lambda r: r.key)
                               for kind, value in (("used", r.used_cost_usd), ("idle", r.idle_cost_usd))])
@@ -92,7 +83,7 @@ with guarded("Spend by group"):
         or "model"
     label = right.text_input("Label", value="team", key="cost-label") if group == "label" else ""
     group_by = f"label:{label.strip()}" if group == "label" else group
-    rows = load(start, end, group_by, idle_pct).rows
+    rows = load(me, start, end, group_by, idle_pct).rows
     if rows:
         table = pd.DataFrame([{group: r.key, "GPUs": r.gpus, "GPU-hours": round(r.gpu_hours, 1),
                                "spend $": round(r.cost_usd, 2), "idle $": round(r.idle_cost_usd, 2),
@@ -107,7 +98,7 @@ with guarded("Spend by group"):
 
 st.subheader("Cost per 1M tokens")
 with guarded("Token costs"):
-    models = per_model(start, end)
+    models = per_model(me, start, end)
     if not models:
         st.info("No token usage in this range: inference servers report it on the token.usage.v1 topic.")
     else:
@@ -125,8 +116,7 @@ with guarded("Token costs"):
 
 st.subheader("Price catalog")
 with guarded("Prices"):
-    with connection() as conn:
-        prices = catalog.list_prices(conn)
+    prices = costs.list_prices(me)
     st.dataframe(pd.DataFrame([{"GPU model": p.gpu_model, "pricing": p.pricing_kind,
                                 "$/GPU-hour": float(p.usd_per_gpu_hour), "since": fmt.when(p.effective_from),
                                 "source": p.source, "updated by": p.updated_by} for p in prices]), hide_index=True)
@@ -134,13 +124,12 @@ if me.has(Role.admin):
     with st.expander("Set a price", icon=":material/edit:"), st.form("set-price", clear_on_submit=True):
         a, b, c = st.columns(3)
         model = a.text_input("GPU model", placeholder="NVIDIA H100 80GB HBM3")
-        kind = b.selectbox("Pricing", catalog.PRICING_KINDS)
+        kind = b.selectbox("Pricing", PRICING_KINDS)
         amount = c.number_input("USD per GPU-hour", min_value=0.0, step=0.01, format="%.4f")
         source = st.text_input("Source", placeholder="where the price comes from (list price page, contract)")
         if st.form_submit_button("Save price", type="primary"):
             with guarded("Save price"):
-                with connection() as conn:
-                    catalog.set_price(conn, me, model, kind, catalog.parse_amount(amount), source=source)
+                costs.set_price(me, model, kind, amount, source=source)
                 load.clear()
                 flash.flash(f"Price for {model.strip()} ({kind}) saved; it applies from now on.")
                 st.rerun()

@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 from components import charts, fmt, series
-from components.backends import require
-from components.db import connection
+from components.cache import cached
 from components.errors import boundary, guarded
+from components.session import principal
 
 from backend.errors import NotFound
+from backend.health import service as health
+from backend.identity.principal import Principal
+from backend.queries import service as queries
+from backend.queries.timeseries import MAX_LIMIT
 from backend.telemetry.fields import BY_COLUMN
 
-fleet = require("backend.queries.fleet", "GPU detail")
-timeseries = require("backend.queries.timeseries", "GPU detail")
-health = require("backend.health.service", "GPU detail")
+me = principal()
 
 RANGES = {"1 hour": timedelta(hours=1), "6 hours": timedelta(hours=6), "24 hours": timedelta(hours=24),
           "3 days": timedelta(days=3), "7 days": timedelta(days=7), "30 days": timedelta(days=30)}
@@ -30,26 +32,23 @@ CHARTS = (
 EVENT_METRICS = ("ecc_sbe_vol_total", "ecc_dbe_vol_total", "xid_errors", "clocks_event_reasons")
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def gpu_choices() -> dict[str, str]:
-    with connection() as conn:
-        page = fleet.fleet_overview(conn, limit=1000)
-    return {g.gpu_uuid: f"{g.host} · GPU {g.gpu_index} · {g.model or '?'}" for g in page.items}
+@cached(ttl=30)
+def gpu_choices(who: Principal) -> dict[str, str]:
+    return {g.gpu_uuid: f"{g.host} · GPU {g.gpu_index} · {g.model or '?'}" for g in queries.all_gpus(who)}
 
 
-@st.cache_data(ttl=15, show_spinner=False)
-def load_series(gpu_uuid: str, span_s: float, end_minute: datetime) -> object:
+@cached(ttl=15)
+def load_series(who: Principal, gpu_uuid: str, span_s: float, end_minute: datetime) -> object:
     """Cached per minute of the range's end, so reruns within a minute reuse the answer."""
     metrics = [m for _, names, _ in CHARTS for m in names] + list(EVENT_METRICS)
-    with connection() as conn:
-        return timeseries.gpu_timeseries(conn, gpu_uuid, end_minute - timedelta(seconds=span_s), end_minute,
-                                         metrics, limit=timeseries.MAX_LIMIT, bands=False)
+    return queries.gpu_timeseries(who, gpu_uuid, end_minute - timedelta(seconds=span_s), end_minute, metrics,
+                                  limit=MAX_LIMIT, bands=False)
 
 
 st.title("GPU Detail")
 choices = {}
 with guarded("GPUs"):
-    choices = gpu_choices()
+    choices = gpu_choices(me)
 if not choices:
     st.info("No GPU has reported yet: start a collector and the sink, then come back.", icon=":material/info:")
     st.stop()
@@ -63,8 +62,7 @@ st.query_params["gpu"] = gpu_uuid
 span_label = right.segmented_control("Range", list(RANGES), default="24 hours", key="detail-range") or "24 hours"
 
 with guarded("Status"):
-    with connection() as conn:
-        detail = fleet.gpu_detail(conn, gpu_uuid)
+    detail = queries.gpu_detail(me, gpu_uuid)
     gpu = detail.gpu
     cols = st.columns(5)
     cols[0].metric("Status", gpu.status)
@@ -77,11 +75,10 @@ with guarded("Status"):
 
 with guarded("Findings and risk"):
     findings_col, risk_col = st.columns([3, 2])
-    with connection() as conn:
-        try:
-            assessed = health.gpu_detail(conn, gpu_uuid)
-        except NotFound:
-            assessed = None
+    try:
+        assessed = health.gpu_detail(me, gpu_uuid)
+    except NotFound:
+        assessed = None
     with findings_col:
         st.subheader("Findings")
         if assessed is None:
@@ -110,7 +107,7 @@ with guarded("Findings and risk"):
 @boundary("Time series")
 def charts_panel(gpu_uuid: str, span: timedelta) -> None:
     end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    data = load_series(gpu_uuid, span.total_seconds(), end)
+    data = load_series(me, gpu_uuid, span.total_seconds(), end)
     st.caption(f"Resolution: {data.resolution} ({len(data.points)} points) · updates every 30 s")
     if not data.points:
         st.info("No samples in this range; choose a longer one.")

@@ -7,14 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 from components import charts, fmt
-from components.backends import require
-from components.db import connection
+from components.cache import cached
 from components.errors import boundary, guarded
 from components.nav import BY_FILE
+from components.session import principal
 
-fleet = require("backend.queries.fleet", "GPU health")
-offenders = require("backend.queries.offenders", "GPU health")
-health = require("backend.health.service", "GPU health")
+from backend.health import service as health
+from backend.identity.principal import Principal
+from backend.queries import service as queries
+
+me = principal()
 
 HEATMAP_METRICS = {
     "Temperature": ("gpu_temp", "°C", (30.0, 95.0)),
@@ -26,29 +28,21 @@ STATUS_LABEL = {"healthy": ":green[●] healthy", "warning": ":orange[●] warni
                 "unknown": ":gray[●] unknown"}
 
 
-@st.cache_data(ttl=15, show_spinner=False)
-def load_fleet() -> list:
-    """Every GPU with its latest sample and status (pages of 1000)."""
-    items: list = []
-    with connection() as conn:
-        while True:
-            page = fleet.fleet_overview(conn, limit=1000, offset=len(items))
-            items.extend(page.items)
-            if len(items) >= page.total or not page.items:
-                return items
+@cached(ttl=15)
+def load_fleet(who: Principal) -> list:
+    """Every GPU with its latest sample and status."""
+    return queries.all_gpus(who)
 
 
-@st.cache_data(ttl=15, show_spinner=False)
-def load_findings() -> dict[str, list]:
-    with connection() as conn:
-        return {h.gpu_uuid: h.findings for h in health.fleet_health(conn)}
+@cached(ttl=15)
+def load_findings(who: Principal) -> dict[str, list]:
+    return {h.gpu_uuid: h.findings for h in health.fleet_health(who)}
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def load_offenders(kind: str, hours: int) -> list:
+@cached(ttl=60)
+def load_offenders(who: Principal, kind: str, hours: int) -> list:
     end = datetime.now(UTC)
-    with connection() as conn:
-        return offenders.top_offenders(conn, kind, end - timedelta(hours=hours), end, n=10)
+    return queries.top_offenders(who, kind, end - timedelta(hours=hours), end, n=10)
 
 
 st.title("GPU Health")
@@ -57,7 +51,7 @@ st.title("GPU Health")
 @st.fragment(run_every="30s")
 @boundary("Fleet")
 def fleet_panel() -> None:
-    gpus = load_fleet()
+    gpus = load_fleet(me)
     if not gpus:
         st.info("No GPU has reported yet. Start a collector (`stream-platform pipeline produce --source …`) "
                 "and the sink (`stream-platform pipeline sink`); GPUs appear here within seconds.",
@@ -81,8 +75,8 @@ fleet_panel()
 
 st.subheader("Status and findings")
 with guarded("Status table"):
-    gpus = load_fleet()
-    findings = load_findings()
+    gpus = load_fleet(me)
+    findings = load_findings(me)
     left, middle, right = st.columns(3)
     wanted = left.multiselect("Status", list(STATUSES), default=[], placeholder="all statuses",
                               key="status-filter")
@@ -120,7 +114,7 @@ for col, (kind, title) in zip(st.columns(3), (("hottest", "Hottest"), ("ecc", "E
                                               ("throttled", "Most throttled")), strict=True):
     with col, guarded(title):
         st.markdown(f"**{title}**")
-        found = load_offenders(kind, hours)
+        found = load_offenders(me, kind, hours)
         if not found:
             st.caption("Nothing to report in this window.")
         else:

@@ -12,50 +12,47 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 from components import fmt
-from components.backends import not_available, optional
-from components.db import connection
+from components.cache import cached
 from components.errors import boundary
 from components.nav import link
 from components.session import principal
 
+from backend.costs import service as costs
+from backend.health import service as health
+from backend.identity.principal import Principal
+from backend.queries import service as queries
+from backend.streams import service as streams
+from backend.telemetry import pipeline_status as pipeline
+from backend.vm import service as vm
+
 me = principal()
-fleet = optional("backend.queries.fleet")
-health = optional("backend.health.service")
-spend = optional("backend.costs.spend")
-projection = optional("backend.costs.projection")
-live = optional("backend.streams.live")
-vm = optional("backend.vm.service")
-pipeline = optional("backend.telemetry.pipeline_status")
 
 
-@st.cache_data(ttl=15, show_spinner=False)
-def fleet_numbers() -> tuple[Counter, list]:
-    with connection() as conn:
-        page = fleet.fleet_overview(conn, limit=1000)
-        return Counter(g.status for g in page.items), fleet.host_rollup(conn)
+@cached(ttl=15)
+def fleet_numbers(who: Principal) -> tuple[Counter, list]:
+    return Counter(g.status for g in queries.all_gpus(who)), queries.host_rollup(who)
 
 
-@st.cache_data(ttl=300, show_spinner=False)
-def spend_numbers(hour: datetime) -> tuple[float, float, float, float]:
+@cached(ttl=300)
+def spend_numbers(who: Principal, hour: datetime) -> tuple[float, float, float, float]:
     """Today, idle today, month to date, month projection; spend moves slowly, so at most every 5 minutes."""
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    with connection() as conn:
-        today = spend.cost_summary(conn, midnight, now, group_by="total").total
-        month = projection.month_projection(conn, now)
+    today = costs.cost_summary(who, midnight, now, group_by="total").total
+    month = costs.month_projection(who, now)
     return today.cost_usd, today.idle_cost_usd, month.month_to_date_usd, month.projected_month_usd
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def vm_rows(who: str) -> list[dict]:
+@cached(ttl=30)
+def vm_rows(who: Principal) -> list[dict]:
     return [{"name": i.name, "status": i.status, "zone": i.zone, "auto-shutdown": i.autoshutdown or "no agent report"}
-            for i in vm.list_vms(me)]
+            for i in vm.list_vms(who)]
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def pipeline_numbers(who: str) -> tuple[float, int]:
+@cached(ttl=30)
+def pipeline_numbers(who: Principal) -> tuple[float, int]:
     """Ingest rate and total lag; asking the broker takes a moment, so at most every 30 s."""
-    return pipeline.ingest_rate(me, minutes=5).rows_per_s, sum(p.lag for p in pipeline.consumer_lag(me))
+    return pipeline.ingest_rate(who, minutes=5).rows_per_s, sum(p.lag for p in pipeline.consumer_lag(who))
 
 
 st.title("Overview")
@@ -66,10 +63,7 @@ st.caption(f"As of {fmt.when(datetime.now(UTC))} · panels refresh on their own"
 @boundary("GPUs")
 def gpus_panel() -> None:
     st.subheader("GPUs")
-    if fleet is None:
-        not_available("GPU status")
-        return
-    counts, hosts = fleet_numbers()
+    counts, hosts = fleet_numbers(me)
     if not hosts:
         st.info("No GPU has reported yet: start a collector and the sink.", icon=":material/info:")
         return
@@ -89,11 +83,7 @@ def gpus_panel() -> None:
 @boundary("Alerts")
 def alerts_panel() -> None:
     st.subheader("Open alerts")
-    if health is None:
-        not_available("Alerts")
-        return
-    with connection() as conn:
-        active = health.list_alerts(conn, states=("open",), limit=200)
+    active = health.list_alerts(me, states=("open",), limit=200)
     cols = st.columns(2)
     cols[0].metric("Open", len(active))
     cols[1].metric("Critical", sum(a.severity == "critical" for a in active))
@@ -109,11 +99,8 @@ def alerts_panel() -> None:
 @boundary("Spend")
 def spend_panel() -> None:
     st.subheader("Spend")
-    if spend is None or projection is None:
-        not_available("Costs")
-        return
-    today, idle, month_to_date, projected = spend_numbers(datetime.now(UTC).replace(minute=0, second=0,
-                                                                                    microsecond=0))
+    today, idle, month_to_date, projected = spend_numbers(me, datetime.now(UTC).replace(minute=0, second=0,
+                                                                                        microsecond=0))
     cols = st.columns(3)
     cols[0].metric("Today", fmt.money(today), help=f"of which idle: {fmt.money(idle)}")
     cols[1].metric("Month to date", fmt.money(month_to_date))
@@ -125,17 +112,13 @@ def spend_panel() -> None:
 @boundary("Live streams")
 def streams_panel() -> None:
     st.subheader("Live streams")
-    if live is None:
-        not_available("Live streams")
-        return
-    with connection() as conn:
-        streams = live.list_live(conn, me)
-    st.metric("Live now", len(streams))
-    if streams:
+    found = streams.list_live(me)
+    st.metric("Live now", len(found))
+    if found:
         now = datetime.now(UTC)
         st.dataframe(pd.DataFrame([{"stream": f"{s.app}/{s.stream}", "owner": s.owner or "–",
                                     "bitrate": fmt.bitrate((s.bitrate_kbps or 0) * 1000),
-                                    "uptime": fmt.duration(now - s.started_at)} for s in streams[:8]]),
+                                    "uptime": fmt.duration(now - s.started_at)} for s in found[:8]]),
                      hide_index=True)
     else:
         st.caption("Nobody is publishing right now.")
@@ -146,10 +129,7 @@ def streams_panel() -> None:
 @boundary("VMs")
 def vms_panel() -> None:
     st.subheader("VMs and auto-shutdown")
-    if vm is None:
-        not_available("VM status")
-        return
-    rows = vm_rows(me.name)
+    rows = vm_rows(me)
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:
@@ -161,10 +141,7 @@ def vms_panel() -> None:
 @boundary("Pipeline")
 def pipeline_panel() -> None:
     st.subheader("Pipeline")
-    if pipeline is None:
-        not_available("Pipeline status")
-        return
-    rate, lag = pipeline_numbers(me.name)
+    rate, lag = pipeline_numbers(me)
     cols = st.columns(2)
     cols[0].metric("Ingest (5 min)", fmt.number(rate, "samples/s", 1))
     cols[1].metric("Consumer lag", fmt.number(lag, "messages"))

@@ -1,4 +1,5 @@
-"""Pipeline: ingest rate, consumer lag per partition, sink instances, and dead letters with their reasons."""
+"""Pipeline: ingest rate, consumer lag per partition, sink instances, dead letters with their reasons, and the
+Parquet archive of raw days."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 from components import fmt
-from components.backends import require
 from components.errors import boundary
 from components.session import principal
 
-status = require("backend.telemetry.pipeline_status", "Pipeline status")
+from backend.telemetry import archive
+from backend.telemetry import pipeline_status as status
+
 me = principal()
 
 st.title("Pipeline")
@@ -71,3 +73,42 @@ def pipeline_panel(minutes: int) -> None:
 
 
 pipeline_panel(int(minutes))
+
+
+@boundary("Archive")
+def archive_panel() -> None:
+    st.subheader("Archive")
+    view = archive.overview(me)
+    if not view.enabled:
+        st.caption("Archiving is off: set ARCHIVE_URL to keep raw days as Parquet before retention drops them.")
+    if not view.days:
+        if view.enabled:
+            st.caption(f"No day archived yet to `{view.target}`: run `stream-platform pipeline archive`.")
+        return
+    verified = [d for d in view.days if d.verified]
+    stored, raw = sum(d.bytes for d in verified), sum(d.raw_bytes for d in verified)
+    cols = st.columns(4)
+    cols[0].metric("Days archived", len(verified))
+    cols[1].metric("Archive size", fmt.number(stored / 2**20, "MiB", 1))
+    cols[2].metric("Compression", f"{raw / stored:.1f}×" if stored else "–", help="raw row bytes per archived byte")
+    cols[3].metric("Failed", len(view.days) - len(verified))
+    days = pd.DataFrame([{
+        "day": d.day, "status": d.status, "samples": d.rows, "archive MiB": d.bytes / 2**20,
+        "raw MiB": d.raw_bytes / 2**20, "ratio": d.compression_ratio, "bytes/sample": d.bytes_per_sample,
+        "files": len(d.files), "archived": fmt.when(d.archived_at), "error": d.error or "",
+    } for d in view.days])
+    if verified:
+        fig = px.bar(days[days["status"] == "verified"], x="day", y="archive MiB", color="ratio",
+                     title="Archived size per day (colour: compression ratio)")
+        fig.update_layout(height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        st.plotly_chart(fig, use_container_width=True)
+    st.dataframe(days, hide_index=True, column_config={
+        "archive MiB": st.column_config.NumberColumn(format="%.2f"),
+        "raw MiB": st.column_config.NumberColumn(format="%.2f"),
+        "ratio": st.column_config.NumberColumn(format="%.1f×"),
+        "bytes/sample": st.column_config.NumberColumn(format="%.1f"),
+    })
+    st.caption(f"Target `{view.target}`. Restore a day with `stream-platform pipeline archive restore --day D`.")
+
+
+archive_panel()

@@ -12,15 +12,13 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 from components import flash, fmt
-from components.backends import require
 from components.errors import boundary, guarded
 from components.session import principal
 
 from backend.identity.principal import Role
 from backend.parsing import parse_labels
-
-secrets_service = require("backend.secrets.service", "Secrets")
-models = require("backend.secrets.models", "Secrets")
+from backend.secrets import models
+from backend.secrets import service as secrets_service
 
 REVEAL_SECONDS = 20
 me = principal()

@@ -8,20 +8,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 from components import flash, fmt
-from components.backends import require
-from components.db import connection
 from components.errors import boundary, guarded
 from components.session import principal
 
-from backend.config import get_settings
 from backend.identity.principal import Role
 from backend.parsing import parse_duration
-
-live = require("backend.streams.live", "Streams")
-keys = require("backend.streams.keys", "Streams")
-attempts = require("backend.streams.attempts", "Streams")
-lockout = require("backend.streams.lockout", "Streams")
-pepper = require("backend.streams.pepper", "Streams")
+from backend.streams import service as streams
 
 me = principal()
 operator = me.has(Role.operator)
@@ -34,10 +26,9 @@ flash.show()
 @boundary("Live streams")
 def live_panel() -> None:
     now = datetime.now(UTC)
-    with connection() as conn:
-        streams = live.live_streams(conn, me)
-    st.metric("Live now", len(streams))
-    if not streams:
+    found = streams.live_streams(me)
+    st.metric("Live now", len(found))
+    if not found:
         st.info("Nobody is publishing. Publish with `rtmp://HOST/live/STREAM?key=KEY` using a key from below.",
                 icon=":material/videocam_off:")
         return
@@ -48,7 +39,7 @@ def live_panel() -> None:
         "resolution": f"{s.stats['width']}×{s.stats['height']}" if s.stats.get("width") else "–",
         "codecs": " / ".join(str(s.stats[c]) for c in ("video_codec", "audio_codec") if s.stats.get(c)) or "–",
         "uptime": fmt.duration(now - s.started_at), "stats": fmt.ago(s.stats_at) if s.stats_at else "–",
-    } for s in streams]), hide_index=True)
+    } for s in found]), hide_index=True)
     st.caption("Updates every 10 s.")
 
 
@@ -57,16 +48,15 @@ live_panel()
 
 names: list[str] = []
 if operator:
-    with guarded("Kick"), connection() as conn:
-        names = [f"{s.app}/{s.stream}" for s in live.list_live(conn, me)]
+    with guarded("Kick"):
+        names = [f"{s.app}/{s.stream}" for s in streams.list_live(me)]
     if names:
         left, right = st.columns([3, 1])
         target = left.selectbox("Stream to kick", names, key="kick-target")
         if right.button("Kick publisher", icon=":material/block:", key="kick"):
             app, _, stream = target.partition("/")
             with guarded("Kick"):
-                with connection() as conn:
-                    dropped = live.kick(conn, me, stream, app=app)
+                dropped = streams.kick(me, stream, app=app)
                 flash.flash(f"Kicked {dropped} publisher(s) from {target}; revoke the key to keep them out.")
                 st.rerun()
 
@@ -89,18 +79,17 @@ if operator:
         cidrs = st.text_input("Allowed networks", placeholder="203.0.113.0/24, 198.51.100.7/32 (empty: anywhere)")
         if st.form_submit_button("Create key", type="primary"):
             with guarded("Create key"):
-                with connection() as conn:
-                    issued = keys.create_key(
-                        conn, me, pepper.key_pepper(get_settings()), stream.strip(), app=app.strip() or "live",
-                        expires_in=parse_duration(expires, what="expiry") if expires.strip() else None,
-                        allowed_cidrs=[c.strip() for c in cidrs.split(",") if c.strip()], owner=owner.strip() or None)
+                issued = streams.create_key(
+                    me, stream.strip(), app=app.strip() or "live",
+                    expires_in=parse_duration(expires, what="expiry") if expires.strip() else None,
+                    allowed_cidrs=[c.strip() for c in cidrs.split(",") if c.strip()], owner=owner.strip() or None)
                 flash.hand_over("issued-key", issued)
                 st.rerun()
 
 show_all = st.toggle("Show revoked and expired keys", key="keys-all")
 found: list = []
-with guarded("Stream keys"), connection() as conn:
-    found = keys.list_keys(conn, me, include_inactive=show_all)
+with guarded("Stream keys"):
+    found = streams.list_keys(me, include_inactive=show_all)
 if not found:
     st.info("No stream keys yet." + (" Create one above." if operator else ""), icon=":material/key_off:")
 else:
@@ -117,25 +106,22 @@ else:
                                 key="key-action-target")
         if mid.button("Revoke", icon=":material/cancel:", key="revoke-key"):
             with guarded("Revoke"):
-                with connection() as conn:
-                    _, kicked = live.revoke_and_kick(conn, me, chosen.id)
+                kicked = streams.revoke_key(me, chosen.id).kicked
                 flash.flash(f"Revoked {chosen.id}" + (f"; kicked {', '.join(kicked)}." if kicked else "."))
                 st.rerun()
         if right.button("Rotate", icon=":material/autorenew:", key="rotate-key"):
             with guarded("Rotate"):
-                with connection() as conn:
-                    issued, kicked = live.rotate_and_kick(conn, me, chosen.id)
-                flash.hand_over("issued-key", issued)
-                flash.flash(f"Rotated {chosen.id}: the new key replaces it" + (f"; kicked {', '.join(kicked)}."
-                                                                             if kicked else "."))
+                rotated = streams.rotate_key(me, chosen.id)
+                flash.hand_over("issued-key", rotated.issued)
+                flash.flash(f"Rotated {chosen.id}: the new key replaces it"
+                            + (f"; kicked {', '.join(rotated.kicked)}." if rotated.kicked else "."))
                 st.rerun()
 
 st.subheader("Publish attempts")
 with guarded("Publish attempts"):
     since = datetime.now(UTC) - timedelta(hours=6)
-    with connection() as conn:
-        counts = attempts.attempt_counts(conn, me, since=since, bucket=timedelta(minutes=10))
-        recent = attempts.list_attempts(conn, me, limit=100)
+    counts = streams.attempt_counts(me, since=since, bucket=timedelta(minutes=10))
+    recent = streams.list_attempts(me, limit=100)
     if counts:
         fig = px.bar(pd.DataFrame([{"time": c.bucket, "outcome": c.outcome, "attempts": c.count} for c in counts]),
                      x="time", y="attempts", color="outcome", title="Publish attempts per 10 minutes (last 6 h)",
@@ -151,8 +137,7 @@ with guarded("Publish attempts"):
 
 st.subheader("Lockouts")
 with guarded("Lockouts"):
-    with connection() as conn:
-        failures = lockout.list_failures(conn, me)
+    failures = streams.list_failures(me)
     now = datetime.now(UTC)
     if not failures:
         st.success("No address has failed recently.", icon=":material/check_circle:")
@@ -165,7 +150,6 @@ with guarded("Lockouts"):
             addr = left.selectbox("Address", [f.addr for f in failures], key="lockout-addr")
             if right.button("Clear lockout", key="clear-lockout"):
                 with guarded("Clear lockout"):
-                    with connection() as conn:
-                        lockout.clear(conn, me, addr)
+                    streams.clear_lockout(me, addr)
                     flash.flash(f"Cleared the lockout of {addr}.")
                     st.rerun()

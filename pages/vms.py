@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 from components import flash, fmt
-from components.backends import require
 from components.errors import boundary, guarded
 from components.session import principal
 
 from backend.identity.principal import Role
+from backend.vm import service as vm
 
-vm = require("backend.vm.service", "VMs")
 me = principal()
 operator = me.has(Role.operator)
 

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.config import Settings
 from backend.identity.principal import SYSTEM, Role
 

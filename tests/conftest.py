@@ -17,8 +17,10 @@ import pytest
 from cryptography.fernet import Fernet
 from psycopg import sql
 
+from backend import settings_loader
 from backend.config import Settings, get_settings
 
+settings_loader.install()  # as every entry point does: get_settings() resolves `secret:` references
 os.environ["SECRETS_ENV_FILE"] = "/nonexistent/secrets.env"  # a developer's own secrets.env must not leak in
 # The local secrets store opens only with a configured key: one made up for this test session (children inherit it).
 os.environ["SECRETS_LOCAL_KEY"] = Fernet.generate_key().decode()

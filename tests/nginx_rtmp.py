@@ -33,7 +33,7 @@ def tools_missing() -> list[str]:
 
 @dataclass
 class ApiProcess:
-    """`backend.api.app:create_app` under uvicorn, in its own process, with the given environment."""
+    """`backend.api_app:create_app` under uvicorn, in its own process, with the given environment."""
 
     env: dict[str, str]
     port: int = field(default_factory=free_port)
@@ -48,7 +48,7 @@ class ApiProcess:
     def start(self) -> None:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "backend.api.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "backend.api_app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "info" if self.access_log else "warning",
              "--access-log" if self.access_log else "--no-access-log"],
             env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.audit import entries
 from backend.cli import app as cli
 from backend.errors import InvalidInput, NotFound

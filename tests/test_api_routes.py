@@ -9,7 +9,7 @@ from analytics_data import Gpu, samples, store
 from fastapi.testclient import TestClient
 
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.identity.principal import SYSTEM, Role
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)

@@ -19,7 +19,7 @@ from backend.config import Settings
 from backend.db import connect
 from backend.demo import DemoStack, console_component, store_history, wait_until_healthy
 from backend.embedded.ports import free_port
-from backend.health.service import evaluate_once
+from backend.health.evaluator import evaluate_once
 from backend.identity import users
 from backend.identity.principal import SYSTEM, Role
 from backend.messaging.kafka import ensure_topics

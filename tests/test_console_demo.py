@@ -15,23 +15,15 @@ from pydantic import SecretStr
 
 from backend import demo
 from backend.config import Settings
-from backend.console_auth import ensure_admin, login
+from backend.console_auth import login
+from backend.identity.bootstrap import ensure_admin
 from backend.identity.users import LoginFailed
 
 
-def test_has_command_follows_the_cli_tree() -> None:
-    assert demo.has_command(("users", "add"))
-    assert demo.has_command(("demo",))
-    assert not demo.has_command(("users", "no-such-command"))
-    assert not demo.has_command(("no-such-area", "run"))
-
-
-def test_a_missing_component_is_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_missing_program_is_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stack = demo.DemoStack(tmp_path, settings=Settings())
     caplog.set_level("INFO", logger="backend.demo")
-    assert stack.spawn(demo.Component("ghost", cli=("no-such-area", "run"))) is None
     assert stack.spawn(demo.Component("tool", argv=("no-such-binary-here",))) is None
-    assert "skipping ghost: `stream-platform no-such-area run` is not part of this installation yet" in caplog.text
     assert "skipping tool: no-such-binary-here is not installed" in caplog.text
     assert stack.children == []
 

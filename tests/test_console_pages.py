@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from backend.config import Settings
 from backend.demo import store_history
-from backend.health.service import evaluate_once
+from backend.health.evaluator import evaluate_once
 from backend.identity import users
 from backend.identity.principal import SYSTEM, PermissionDenied, Principal, Role
 from backend.messaging.kafka import ensure_topics

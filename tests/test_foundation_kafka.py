@@ -36,7 +36,7 @@ def test_topics_created_with_configured_partitions_and_roundtrip(kafka_settings)
 
 
 def test_security_settings_pass_through(kafka_settings, monkeypatch):
-    from backend.config import load_settings
+    from backend.settings_loader import load_settings
 
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-hunter2")

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from backend import audit
 from backend.cli import app
-from backend.identity import SYSTEM, PermissionDenied, Principal, Role
+from backend.errors import InvalidInput
+from backend.identity import SYSTEM, PermissionDenied, Principal, Role, parse_role
 from backend.identity import users as svc
 
 ADDR = "198.51.100.20"
@@ -52,16 +53,26 @@ def test_invalid_input_is_explained(db):
         svc.add_user(db, SYSTEM, "Bad Name", Role.viewer, "a long password")
     with pytest.raises(svc.UserError, match="too short"):
         svc.add_user(db, SYSTEM, "frank", Role.viewer, "short")
-    with pytest.raises(svc.UserError, match="unknown role"):
-        svc.parse_role("root")
+    with pytest.raises(InvalidInput, match="unknown role 'root': choose admin, operator or viewer"):
+        parse_role("root")
 
 
 def test_names_and_roles_with_a_trailing_newline_are_refused(db):
     with pytest.raises(svc.UserError, match="invalid user name"):
         svc.add_user(db, SYSTEM, "admin\n", Role.viewer, "a long password")
-    with pytest.raises(svc.UserError, match="unknown role"):
-        svc.parse_role("admin\n")
+    with pytest.raises(InvalidInput, match="unknown role"):
+        parse_role("admin\n")
     assert svc.get_user(db, "admin\n") is None
+
+
+def test_users_and_api_tokens_refuse_an_unknown_role_with_the_same_line(db):
+    runner = CliRunner()
+    answers = [runner.invoke(app, args, input="a long password\n") for args in (
+        ["users", "add", "mallory", "--role", "root"], ["users", "role", "mallory", "root"],
+        ["api", "tokens", "create", "--role", "root", "--name", "x"])]
+    assert [(a.exit_code, a.output.strip()) for a in answers] == [
+        (2, "error: unknown role 'root': choose admin, operator or viewer")] * 3
+    assert svc.get_user(db, "mallory") is None
 
 
 def test_system_is_reserved_for_the_local_cli(db):

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from backend import audit
-from backend.config import ConfigError, Settings
+from backend.config import Settings
 from backend.console_auth import client_address, login, login_oidc, oidc_user_name
+from backend.errors import ConfigError
 from backend.identity import SYSTEM, Role
 from backend.identity import users as svc
 from backend.identity.throttle import SignInPolicy, client_key

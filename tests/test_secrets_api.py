@@ -11,7 +11,7 @@ from api_fuzz import CHECKS, bearer_for, bounded, schema
 from fastapi.testclient import TestClient
 
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.config import Settings
 from backend.identity.principal import SYSTEM, Role
 

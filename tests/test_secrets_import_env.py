@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
-from backend.config import Settings, load_settings
+from backend.config import Settings
 from backend.identity.principal import SYSTEM
 from backend.secrets.import_env import import_env
 from backend.secrets.service import SecretsService
+from backend.settings_loader import load_settings
 
 ENV_FILE = """# production settings
 KAFKA_SASL_PASSWORD=kafka-pw-51b2

@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 
 from backend import demo
 from backend.cli import app
-from backend.config import ConfigError, Settings, get_settings, load_settings
+from backend.config import Settings, get_settings
+from backend.errors import ConfigError
 from backend.secrets.backends import backend_for
 from backend.secrets.local import LocalSecretsBackend
 from backend.secrets.models import SecretSpec
+from backend.settings_loader import load_settings
 
 
 def test_wrong_key_and_tampering_fail_loudly(tmp_path: Path) -> None:

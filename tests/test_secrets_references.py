@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import psycopg
 import pytest
 from pydantic import SecretStr
 
-from backend.config import ConfigError, Settings, get_settings, load_settings
+from backend.config import Settings, get_settings
+from backend.errors import ConfigError
 from backend.identity.principal import SYSTEM
 from backend.secrets.service import SecretsService
+from backend.settings_loader import load_settings
 from tests.fakes.secret_manager import FakeSecretManager
 
 
@@ -63,3 +70,22 @@ def test_database_url_from_secret_manager(settings: Settings, monkeypatch: pytes
     finally:
         get_settings.cache_clear()
         fake.stop()
+
+
+def test_the_cli_resolves_references_in_its_own_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    SecretsService(settings).create(SYSTEM, "database-url", value=settings.database_url)
+    monkeypatch.setenv("DATABASE_URL", "secret:database-url")
+    cli = Path(sys.executable).with_name("stream-platform")
+    result = subprocess.run([str(cli), "db", "status", "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pending"] == []
+
+
+def test_a_process_without_the_settings_loader_refuses_a_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`backend.config` sits below the secrets store and cannot resolve: `secret:...` is never used as a value."""
+    monkeypatch.setenv("DATABASE_URL", "secret:database-url")
+    result = subprocess.run([sys.executable, "-c", "from backend.config import get_settings; get_settings()"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert ("ConfigError: DATABASE_URL=secret:database-url cannot be resolved: this process did not install the "
+            "settings loader (backend.settings_loader.install)") in result.stderr

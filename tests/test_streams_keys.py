@@ -14,11 +14,11 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from backend import audit
-from backend.api.app import create_app
+from backend import audit, backoff
+from backend.api_app import create_app
 from backend.cli import app
-from backend.config import ConfigError, Settings
-from backend.errors import InvalidInput, NotFound
+from backend.config import Settings
+from backend.errors import ConfigError, InvalidInput, NotFound
 from backend.identity import SYSTEM, PermissionDenied, Principal, Role
 from backend.identity import users as user_service
 from backend.streams import attempts, keys, lockout
@@ -132,11 +132,11 @@ def test_lockout_backs_off_exponentially_and_forgets_after_a_quiet_window():
     state = None
     locks = []
     for i in range(6):
-        state = lockout.after_failure(state, "192.0.2.9", now + timedelta(seconds=i), policy)
+        state = backoff.after_failure(state, "192.0.2.9", now + timedelta(seconds=i), policy)
         locks.append((state.locked_until - state.last_failed_at).total_seconds() if state.locked_until else None)
     assert locks == [None, None, 60, 120, 200, 200]
     later = state.locked_until + timedelta(minutes=11)
-    fresh = lockout.after_failure(state, "192.0.2.9", later, policy)
+    fresh = backoff.after_failure(state, "192.0.2.9", later, policy)
     assert (fresh.failures, fresh.locked_until) == (1, None)
 
 
@@ -391,8 +391,8 @@ def test_lockout_is_clamped_however_many_failures_an_address_has():
                                    window=timedelta(minutes=15))
     now = datetime(2026, 1, 1, tzinfo=UTC)
     for failures in (10, 44, 45, 46, 100, 10_000, 2**31 - 2):
-        state = lockout.FailureState("192.0.2.9", failures, now, now, None)
-        after = lockout.after_failure(state, "192.0.2.9", now + timedelta(seconds=1), policy)
+        state = backoff.FailureState("192.0.2.9", failures, now, now, None)
+        after = backoff.after_failure(state, "192.0.2.9", now + timedelta(seconds=1), policy)
         assert after.locked_until - after.last_failed_at == policy.max, failures
 
 

@@ -22,7 +22,7 @@ from backend.db import connect
 from backend.embedded.ports import free_port
 from backend.errors import NotFound
 from backend.identity import SYSTEM
-from backend.streams import attempts, keys, live, lockout, nginx
+from backend.streams import attempts, keys, live, lockout, nginx, service
 from backend.streams.pepper import key_pepper
 from tests.nginx_rtmp import (
     UPDATE_TIMEOUT_S,
@@ -107,8 +107,8 @@ def test_good_key_publishes_shows_live_with_stats_and_ends_cleanly(conn, server,
     issued = _key(conn, stack_settings, stream)
     proc = publish(server.rtmp_url(f"live/{stream}?key={issued.secret}"), seconds=5)
     assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
-    assert wait_until(lambda: any(s.stats.get("width") == 320 for s in live.live_streams(conn, SYSTEM,
-                                                                                         stack_settings)), 10)
+    assert wait_until(lambda: any(s.stats.get("width") == 320
+                                  for s in service.live_streams(SYSTEM, settings=stack_settings)), 10)
     current = next(s for s in live.list_live(conn, SYSTEM) if s.stream == stream)
     assert current.key_id == issued.key.id and current.addr == "127.0.0.1"
     assert current.stats["video_codec"] == "H264" and current.stats["audio_codec"] == "AAC"
@@ -189,8 +189,8 @@ def test_revoking_a_live_key_kicks_the_publisher_at_once(conn, server, stack_set
     assert wait_until(lambda: any(s.stream == stream for s in live.list_live(conn, SYSTEM)), timeout=10)
     assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
     started = time.monotonic()
-    _, kicked = live.revoke_and_kick(conn, SYSTEM, issued.key.id, stack_settings)
-    assert kicked == [f"live/{stream}"]
+    revoked = service.revoke_key(SYSTEM, issued.key.id, settings=stack_settings)
+    assert revoked.kicked == [f"live/{stream}"] and revoked.key.state() == "revoked"
     proc.wait(10)
     assert time.monotonic() - started < 5
     assert publish_and_wait(server.rtmp_url(f"live/{stream}?key={issued.secret}")) != 0
@@ -202,10 +202,10 @@ def test_kick_drops_the_publisher_but_keeps_the_key(conn, server, stack_settings
     issued = _key(conn, stack_settings, stream)
     proc = publish(server.rtmp_url(f"live/{stream}?key={issued.secret}"), seconds=20)
     assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
-    assert live.kick(conn, SYSTEM, stream, settings=stack_settings) == 1
+    assert service.kick(SYSTEM, stream, settings=stack_settings) == 1
     proc.wait(10)
     with pytest.raises(NotFound, match="no publisher is live"):
-        live.kick(conn, SYSTEM, stream, settings=stack_settings)
+        service.kick(SYSTEM, stream, settings=stack_settings)
     assert keys.get_key(conn, SYSTEM, issued.key.id).state() == "active"
     assert [e.action for e in audit.entries(conn, area="streams", target=f"live/{stream}")] == ["stream.kick"]
 

@@ -82,7 +82,7 @@ def exporter() -> Iterator[str]:
 def test_dcgm_scrape_groups_series_by_gpu(exporter):
     scraper = DcgmScraper(exporter)
     try:
-        samples = {s.gpu_uuid: s for s in scraper.scrape()}
+        samples = {s.gpu_uuid: s for s in scraper.samples()}
     finally:
         scraper.close()
     assert set(samples) == {L4_0, L4_1}
@@ -123,7 +123,7 @@ def test_dcgm_cli_one_shot_prints_json_lines(exporter):
 def test_dcgm_unreachable_exporter_is_one_clear_error():
     url = f"http://127.0.0.1:{free_port()}/metrics"
     with pytest.raises(Unavailable, match=f"cannot scrape {url}"):
-        DcgmScraper(url).scrape()
+        DcgmScraper(url).samples()
     result = CliRunner().invoke(app, ["pipeline", "produce", "--source", "dcgm", "--url", url, "--stdout"])
     assert result.exit_code == 2 and "cannot scrape" in result.output and "Traceback" not in result.output
 
@@ -192,7 +192,7 @@ def test_nvml_reads_a_real_gpu():
 
     collector = NvmlCollector()
     try:
-        samples = list(collector.sample())
+        samples = list(collector.samples())
     finally:
         collector.close()
     assert samples and all(s.source == "nvml" and s.gpu_uuid.startswith(("GPU-", "MIG-")) for s in samples)

@@ -220,7 +220,7 @@ def test_shutdown_savings_price_the_stopped_gpu_hours(settings: Settings, db: ps
     clock.now = next_boot + timedelta(minutes=1)
     make_agent(store, clock, boot=next_boot).evaluate()
 
-    result = service.shutdown_savings(Principal("vic", Role.viewer), BOOT, BOOT + timedelta(days=1), settings)
+    result = service.shutdown_savings(Principal("vic", Role.viewer), BOOT, BOOT + timedelta(days=1), settings=settings)
     (host,) = result.hosts
     assert (host.host, host.gpus, host.stopped_hours, host.saved_gpu_hours) == ("vm-1", 2, 2.0, 4.0)
     assert host.saved_usd == pytest.approx(3.0)

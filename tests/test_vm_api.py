@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from backend import audit
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.config import Settings
 from backend.identity.principal import SYSTEM, Role
 from tests.fakes.gce import FakeGce

@@ -120,3 +120,35 @@ def test_run_polls_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
     evaluations = json.loads(state.read_text())["evaluations"]
     assert len(evaluations) >= 3 and {e["host"] for e in evaluations} == {"run-host"}
     assert "auto-shutdown agent on run-host: action dry-run" in (agent.stderr.read() if agent.stderr else "")
+
+
+AGENT_OPTIONS = ["--idle-seconds", "--warn-seconds", "--min-uptime-seconds", "--poll-seconds", "--max-age-seconds",
+                 "--action", "--command", "--never-stop", "--probe", "--hook", "--nginx-stat-url", "--state-file",
+                 "--host", "--no-ssh"]
+
+
+def test_evaluate_and_run_take_one_declaration_of_the_agent_options(tmp_path: Path) -> None:
+    """The systemd unit and startup.sh call `run` with these options: both commands keep exactly them."""
+    from typer.main import get_command
+
+    from backend.vm.autoshutdown_cli import AgentOptions
+    from backend.vm.autoshutdown_cli import app as autoshutdown
+
+    commands = get_command(autoshutdown).commands  # type: ignore[attr-defined]
+    assert [o for p in commands["run"].params for o in p.opts] == AGENT_OPTIONS
+    assert [o for p in commands["evaluate"].params for o in p.opts] == [*AGENT_OPTIONS, "--json"]
+    given = AgentOptions(idle_seconds=60, warn_seconds=5, min_uptime_seconds=0, poll_seconds=2, max_age_seconds=900,
+                         action="command", command="true", never_stop=["Mon-Fri 09:00-18:00 UTC"], probes=["p"],
+                         hooks=["h"], nginx_stat_url="http://127.0.0.1:8080/stat", state_file=tmp_path / "s.json",
+                         host="h1", no_ssh=True).settings()
+    assert given.model_dump(include={f"autoshutdown_{k}" for k in (
+        "idle_seconds", "warn_seconds", "min_uptime_seconds", "poll_seconds", "max_age_seconds", "action", "command",
+        "never_stop", "probes", "hooks", "nginx_stat_url", "state_file", "host", "ssh")}) == {
+        "autoshutdown_idle_seconds": 60, "autoshutdown_warn_seconds": 5, "autoshutdown_min_uptime_seconds": 0,
+        "autoshutdown_poll_seconds": 2, "autoshutdown_max_age_seconds": 900, "autoshutdown_action": "command",
+        "autoshutdown_command": "true", "autoshutdown_never_stop": ["Mon-Fri 09:00-18:00 UTC"],
+        "autoshutdown_probes": ["p"], "autoshutdown_hooks": ["h"],
+        "autoshutdown_nginx_stat_url": "http://127.0.0.1:8080/stat", "autoshutdown_state_file": tmp_path / "s.json",
+        "autoshutdown_host": "h1", "autoshutdown_ssh": False}
+    unchanged = AgentOptions().settings()
+    assert unchanged.autoshutdown_ssh and unchanged.autoshutdown_probes == []

@@ -32,25 +32,25 @@ def engine(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_list_logs_and_restart(engine: FakeDockerEngine, settings: Settings, db: psycopg.Connection) -> None:
-    api, sink = service.list_containers(VIEWER, settings)
+    api, sink = service.list_containers(VIEWER, settings=settings)
     assert (api.name, api.image, api.status, api.health, api.restart_count) == (
         "api", "stream-platform:1.0", "running", "healthy", 2)
     assert api.uptime_seconds is not None and api.uptime_seconds > 0
     assert (sink.status, sink.health, sink.uptime_seconds) == ("exited", None, None)
 
-    assert service.container_logs(OPERATOR, "api", 1, settings) == "warning: slow\n"
-    assert service.container_logs(OPERATOR, "api", 10, settings) == "GET /health 200\nwarning: slow\n"
+    assert service.container_logs(OPERATOR, "api", 1, settings=settings) == "warning: slow\n"
+    assert service.container_logs(OPERATOR, "api", 10, settings=settings) == "GET /health 200\nwarning: slow\n"
     with pytest.raises(PermissionDenied):
-        service.container_logs(VIEWER, "api", 10, settings)
+        service.container_logs(VIEWER, "api", 10, settings=settings)
 
-    restarted = service.restart_container(OPERATOR, "api", settings)
+    restarted = service.restart_container(OPERATOR, "api", settings=settings)
     assert restarted.restart_count == 3
     full_id = api.id + "ab" * 26
     assert [c for c in engine.calls if c[0] == "POST"] == [("POST", f"/v1.44/containers/{full_id}/restart?t=10")]
     with pytest.raises(PermissionDenied):
-        service.restart_container(VIEWER, "api", settings)
+        service.restart_container(VIEWER, "api", settings=settings)
     with pytest.raises(NotFound, match="no container named ghost"):
-        service.restart_container(OPERATOR, "ghost", settings)
+        service.restart_container(OPERATOR, "ghost", settings=settings)
     rows = [(e.actor, e.action, e.target, e.outcome) for e in reversed(audit.entries(db, area="vm"))]
     assert rows == [("olga", "container.restart", "api", "ok"), ("vic", "container.restart", "api", "denied"),
                     ("olga", "container.restart", "ghost", "error")]
@@ -60,7 +60,7 @@ def test_engine_absent_is_a_clear_state(settings: Settings, tmp_path: Path, monk
     missing = f"unix://{tmp_path}/no-docker.sock"
     monkeypatch.setattr(settings, "docker_host", missing)
     with pytest.raises(Unavailable) as caught:
-        service.list_containers(VIEWER, settings)
+        service.list_containers(VIEWER, settings=settings)
     assert str(caught.value) == f"Docker engine not reachable at {missing}"
 
     monkeypatch.setenv("DOCKER_HOST", missing)

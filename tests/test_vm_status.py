@@ -43,7 +43,7 @@ def test_list_shows_the_platform_instances_with_gpus_and_autoshutdown_state(gce:
     decision = Decision(at, "active", (f"rtmp active: {reading.evidence}",), Countdown(), (reading,))
     DbStore(settings.require_database_url()).record(Evaluation.of("stream-gpu-1", decision))
 
-    vms = service.list_vms(VIEWER, settings)
+    vms = service.list_vms(VIEWER, settings=settings)
     assert [vm.name for vm in vms] == ["stream-gpu-1", "stream-gpu-2"]
     first, second = vms
     assert (first.zone, first.status, first.machine_type, first.gpus) == (
@@ -59,7 +59,7 @@ def test_start_and_stop_are_operator_only_and_audited(gce: tuple[FakeGce, Settin
     fake, settings = gce
     assert service.start_vm(OPERATOR, "stream-gpu-2", settings=settings) == "us-central1-b"
     assert fake.instances["stream-gpu-2"]["status"] == "RUNNING"
-    assert service.stop_vm(OPERATOR, "stream-gpu-1", "europe-west4-a", settings) == "europe-west4-a"
+    assert service.stop_vm(OPERATOR, "stream-gpu-1", "europe-west4-a", settings=settings) == "europe-west4-a"
     assert fake.verb_calls("stop") == [
         "/compute/v1/projects/stream-prod/zones/europe-west4-a/instances/stream-gpu-1/stop"
     ]
@@ -86,4 +86,18 @@ def test_local_provider_describes_this_host_and_refuses_start_stop(settings: Set
     with pytest.raises(InvalidInput, match="VM_PROVIDER=gcp"):
         service.stop_vm(OPERATOR, me.name, settings=settings)
     with pytest.raises(InvalidInput, match="needs GCP_PROJECT_ID"):
-        service.list_vms(VIEWER, settings.model_copy(update={"vm_provider": "gcp", "gcp_project_id": None}))
+        service.list_vms(VIEWER, settings=settings.model_copy(update={"vm_provider": "gcp", "gcp_project_id": None}))
+
+
+def test_start_and_stop_by_name_refuse_a_vm_without_the_platform_label(gce: tuple[FakeGce, Settings],
+                                                                       db: psycopg.Connection) -> None:
+    fake, settings = gce
+    with pytest.raises(NotFound, match="unrelated in stream-prod/europe-west4-a is not a platform VM"):
+        service.stop_vm(OPERATOR, "unrelated", "europe-west4-a", settings=settings)
+    zoned = settings.model_copy(update={"gcp_zone": "europe-west4-a"})
+    with pytest.raises(NotFound, match="no label platform=stream-platform"):
+        service.start_vm(OPERATOR, "unrelated", settings=zoned)
+    assert fake.verb_calls("stop") == [] and fake.verb_calls("start") == []
+    assert fake.instances["unrelated"]["status"] == "RUNNING"
+    assert service.stop_vm(OPERATOR, "stream-gpu-1", settings=zoned) == "europe-west4-a"
+

@@ -10,23 +10,25 @@ import logging
 import threading
 
 import streamlit as st
-from components.backends import optional
 
 log = logging.getLogger("console")
-AREAS = (
-    "backend.queries.fleet", "backend.queries.timeseries", "backend.queries.offenders", "backend.health.service",
-    "backend.costs.spend", "backend.costs.projection", "backend.costs.tokens", "backend.costs.catalog",
-    "backend.streams.live", "backend.streams.keys", "backend.vm.service", "backend.telemetry.pipeline_status",
-    "backend.secrets.service",
-)
 
 
 def _import_all() -> None:
-    for module in AREAS:
-        try:
-            optional(module)
-        except ImportError as exc:  # a broken area shows its own error on its page; the warm-up goes on
-            log.warning("warm-up could not import %s: %s", module, exc)
+    """Import what the pages import; the modules land in `sys.modules`, so the pages find them loaded."""
+    try:
+        from backend.costs import service as costs
+        from backend.health import service as health
+        from backend.queries import service as queries
+        from backend.secrets import service as secrets
+        from backend.streams import service as streams
+        from backend.telemetry import pipeline_status
+        from backend.vm import service as vm
+    except ImportError as exc:  # the page that needs the module shows the error; the console goes on
+        log.warning("warm-up could not import the backend: %s", exc)
+        return
+    log.debug("warm-up imported %s", ", ".join(m.__name__ for m in (costs, health, queries, secrets, streams,
+                                                                     pipeline_status, vm)))
 
 
 @st.cache_resource(show_spinner=False)

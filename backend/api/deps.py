@@ -12,11 +12,10 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from backend.config import Settings
-from backend.db.connection import explained_timeouts, query_conninfo
+from backend.db.connection import explained_timeouts, query_pool
 from backend.errors import Unavailable
 
 _lock = threading.Lock()
@@ -28,16 +27,7 @@ def _pool(app: FastAPI) -> ConnectionPool:
         return pool
     with _lock:
         if getattr(app.state, "db_pool", None) is None:
-            settings: Settings = app.state.settings
-            app.state.db_pool = ConnectionPool(
-                query_conninfo(settings),
-                min_size=1,
-                max_size=8,
-                timeout=5,
-                kwargs={"autocommit": True, "row_factory": dict_row},
-                check=ConnectionPool.check_connection,
-                name="api",
-            )
+            app.state.db_pool = query_pool(app.state.settings, name="api")
         return app.state.db_pool
 
 
@@ -53,9 +43,11 @@ def db(request: Request) -> Iterator[psycopg.Connection]:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Close the pool at shutdown and forget it, so the same application started again opens a fresh one."""
     yield
     pool = getattr(app.state, "db_pool", None)
     if pool is not None:
+        app.state.db_pool = None
         pool.close()
 
 

@@ -1,4 +1,4 @@
-"""`GET /api/v1/metrics` (the metric catalog with units) and `GET /metrics` (Prometheus exposition)."""
+"""`GET /metrics` (Prometheus exposition) and the middleware that counts requests for it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import time
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.auth import viewer
-from backend.api.errors import ERROR_RESPONSES
-from backend.telemetry.fields import FIELDS
 
 router = APIRouter()
 
@@ -19,26 +16,6 @@ REQUESTS = Counter("api_requests_total", "API requests by route template, method
                    ["route", "method", "status"])
 LATENCY = Histogram("api_request_duration_seconds", "API request latency by route template", ["route"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-
-
-class MetricInfo(BaseModel):
-    name: str
-    dcgm_field: str
-    unit: str
-    kind: str
-    description: str
-    rollups: list[str]
-
-
-def _rollups(kind: str) -> list[str]:
-    return ["avg", "min", "max"] if kind == "gauge" else ["min", "max"]
-
-
-@router.get("/api/v1/metrics", tags=["meta"], response_model=list[MetricInfo], responses=ERROR_RESPONSES)
-def metric_catalog(_: object = Depends(viewer)) -> list[MetricInfo]:
-    """Every metric stored per sample, with its unit and the aggregates the 1m/1h rollups keep."""
-    return [MetricInfo(name=f.column, dcgm_field=f.dcgm, unit=f.unit, kind=f.kind, description=f.description,
-                       rollups=_rollups(f.kind)) for f in FIELDS]
 
 
 @router.get("/metrics", tags=["meta"], include_in_schema=False)

@@ -68,13 +68,6 @@ def _row(row: dict) -> ApiToken:
     return ApiToken(**{**row, "role": Role(row["role"])})
 
 
-def parse_role(value: str) -> Role:
-    try:
-        return Role(value)
-    except ValueError:
-        raise InvalidInput(f"unknown role {value!r}: choose admin, operator or viewer") from None
-
-
 def create_token(
     conn: psycopg.Connection, actor: Principal, name: str, role: Role, *, expires_in_days: int | None = None
 ) -> IssuedToken:

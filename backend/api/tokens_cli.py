@@ -8,6 +8,7 @@ from rich.table import Table
 from backend.api import tokens as service
 from backend.cli_support import acting_principal, console, friendly_errors, print_json
 from backend.db import connect
+from backend.identity.principal import parse_role
 
 app = typer.Typer(help="Bearer API tokens (viewer, operator, admin); the secret is shown once.", no_args_is_help=True)
 
@@ -20,7 +21,7 @@ def create(
     expires_in_days: int = typer.Option(None, "--expires-in-days", min=1, help="default: never expires"),
 ) -> None:
     """Issue a token and print it once; only its hash is stored."""
-    parsed = service.parse_role(role)
+    parsed = parse_role(role)
     with connect() as conn:
         issued = service.create_token(conn, acting_principal(), name, parsed, expires_in_days=expires_in_days)
     console.print(f"created API token [bold]{issued.token.name}[/] ({issued.token.role}); copy it now, "

@@ -8,12 +8,8 @@ import typer
 from rich.table import Table
 
 from backend.cli_support import acting_principal, console, friendly_errors, print_json
-from backend.config import get_settings
-from backend.costs import catalog
-from backend.costs.projection import month_projection
-from backend.costs.spend import GROUPS, cost_summary
-from backend.costs.tokens import token_costs
-from backend.db import connect
+from backend.costs import service
+from backend.costs.spend import GROUPS
 from backend.errors import InvalidInput
 from backend.parsing import parse_duration
 
@@ -49,8 +45,7 @@ def prices_list(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Prices in effect now (or their whole history)."""
-    with connect() as conn:
-        rows = catalog.list_prices(conn, model=model, history=history)
+    rows = service.list_prices(acting_principal(), model=model, history=history)
     if as_json:
         print_json(rows)
         return
@@ -71,10 +66,8 @@ def prices_set(
     source: str = typer.Option("", "--source", help="where the number comes from"),
 ) -> None:
     """Start a new price (admin); the open period for the same model and kind ends where it begins."""
-    with connect() as conn:
-        price = catalog.set_price(conn, acting_principal(), model, catalog.parse_kind(kind),
-                                  catalog.parse_amount(usd_per_gpu_hour),
-                                  effective_from=_when(effective_from, "--from"), source=source)
+    price = service.set_price(acting_principal(), model, kind, usd_per_gpu_hour,
+                              effective_from=_when(effective_from, "--from"), source=source)
     console.print(f"{price.gpu_model} ({price.pricing_kind}): ${price.usd_per_gpu_hour}/GPU-hour from "
                   f"{price.effective_from:%Y-%m-%d %H:%M} UTC", highlight=False)
 
@@ -90,9 +83,7 @@ def summary(
 ) -> None:
     """GPU-hours, spend, idle and used cost per group."""
     lo, hi = _window(since, start, end)
-    with connect() as conn:
-        result = cost_summary(conn, lo, hi, group_by=group_by,
-                              idle_threshold_pct=get_settings().cost_idle_util_threshold)
+    result = service.cost_summary(acting_principal(), lo, hi, group_by=group_by)
     if as_json:
         print_json(result)
         return
@@ -113,8 +104,7 @@ def tokens(
 ) -> None:
     """Cost per million tokens per served model."""
     lo, hi = _window(since, start, end)
-    with connect() as conn:
-        rows = token_costs(conn, lo, hi)
+    rows = service.token_costs(acting_principal(), lo, hi)
     if as_json:
         print_json(rows)
         return
@@ -136,10 +126,8 @@ def projection(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Month-to-date spend and the month-end projection."""
-    with connect() as conn:
-        trailing_window = parse_duration(trailing, what="--trailing", bare_seconds=True)
-        result = month_projection(conn, _when(as_of, "--as-of"), trailing=trailing_window,
-                                  idle_threshold_pct=get_settings().cost_idle_util_threshold)
+    trailing_window = parse_duration(trailing, what="--trailing", bare_seconds=True)
+    result = service.month_projection(acting_principal(), _when(as_of, "--as-of"), trailing=trailing_window)
     if as_json:
         print_json(result)
         return

@@ -1,5 +1,5 @@
 """`/api/v1/alerts`: list alerts and their timelines (viewer), acknowledge one (operator).
-Thin over `backend.health.service`."""
+Thin over `backend.health.alerts`, on the request's pooled connection."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from backend.api.auth import operator, viewer
 from backend.api.deps import db
 from backend.api.errors import ERROR_RESPONSES, ErrorBody
-from backend.health import service
+from backend.health import alerts
 from backend.health.alerts import Alert, AlertEventRecord
 from backend.identity.principal import Principal
 
@@ -39,8 +39,8 @@ def list_alerts(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     conn: psycopg.Connection = Depends(db),
 ) -> list[Alert]:
-    return service.list_alerts(conn, states=tuple(state) if state else None, severity=severity, host=host,
-                               gpu_uuid=gpu_uuid, rule=rule, limit=limit, offset=offset)
+    return alerts.list_alerts(conn, states=tuple(state) if state else None, severity=severity, host=host,
+                              gpu_uuid=gpu_uuid, rule=rule, limit=limit, offset=offset)
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=Alert, summary="Acknowledge an open alert (operator)",
@@ -52,11 +52,11 @@ def acknowledge(
     principal: Principal = Depends(operator),
     conn: psycopg.Connection = Depends(db),
 ) -> Alert:
-    return service.acknowledge(conn, principal, alert_id, body.note if body else None)
+    return alerts.acknowledge(conn, principal, alert_id, body.note if body else None)
 
 
 @router.get("/alerts/{alert_id}/events", response_model=list[AlertEventRecord],
             summary="One alert's timeline, oldest first, with webhook delivery state",
             responses={404: {"model": ErrorBody, "description": "no such alert"}}, dependencies=[Depends(viewer)])
 def alert_events(alert_id: AlertId, conn: psycopg.Connection = Depends(db)) -> list[AlertEventRecord]:
-    return service.alert_history(conn, alert_id)
+    return alerts.history(conn, alert_id)

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from backend.cli_support import acting_principal, console, friendly_errors, print_json, progress_bar
 from backend.config import get_settings
-from backend.db import connect
-from backend.health import service
+from backend.health import evaluator, service
 from backend.health.alerts import ALERT_STATES
+from backend.health.risk.predict import predict_fleet
 from backend.health.rules import RULE_IDS
 from backend.health.xid import CATALOG
 from backend.parsing import parse_duration
@@ -39,7 +39,7 @@ def evaluate(
     """Evaluate every GPU, store statuses, open/resolve alerts and notify the webhook."""
     settings = get_settings()
 
-    def show(summary: service.EvaluationSummary) -> None:
+    def show(summary: evaluator.EvaluationSummary) -> None:
         if as_json:
             print_json(summary)
             return
@@ -53,14 +53,14 @@ def evaluate(
         )
 
     if not loop:
-        show(service.evaluate_once(settings))
+        show(evaluator.evaluate_once(settings))
         return
     every_s = (parse_duration(every, what="--every", bare_seconds=True).total_seconds() if every
                else settings.health_evaluate_every_s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        service.evaluate_loop(settings, every_s=every_s, stop=stop, on_summary=show)
+        evaluator.evaluate_loop(settings, every_s=every_s, stop=stop, on_summary=show)
     except KeyboardInterrupt:
         stop.set()
 
@@ -74,8 +74,7 @@ def status(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The fleet's latest health, worst first."""
-    with connect() as conn:
-        rows = service.fleet_health(conn, status=state, host=host, model=model)
+    rows = service.fleet_health(acting_principal(), status=state, host=host, model=model)
     if as_json:
         print_json(rows)
         return
@@ -91,8 +90,7 @@ def status(
 @friendly_errors
 def show(gpu_uuid: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One GPU: status, findings with evidence and action, alerts, failure risk."""
-    with connect() as conn:
-        detail = service.gpu_detail(conn, gpu_uuid)
+    detail = service.gpu_detail(acting_principal(), gpu_uuid)
     if as_json:
         print_json(detail)
         return
@@ -122,9 +120,8 @@ def alerts(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Alerts, active first then newest."""
-    with connect() as conn:
-        rows = service.list_alerts(conn, states=tuple(state) if state else None, severity=severity, host=host,
-                                   gpu_uuid=gpu, limit=limit)
+    rows = service.list_alerts(acting_principal(), states=tuple(state) if state else None, severity=severity,
+                               host=host, gpu_uuid=gpu, limit=limit)
     if as_json:
         print_json(rows)
         return
@@ -139,8 +136,7 @@ def alerts(
 @friendly_errors
 def history(alert_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
     """One alert's timeline: opened, acknowledged, escalated, resolved, … and whether the webhook got each."""
-    with connect() as conn:
-        events = service.alert_history(conn, alert_id)
+    events = service.alert_history(acting_principal(), alert_id)
     if as_json:
         print_json(events)
         return
@@ -156,8 +152,7 @@ def history(alert_id: int, as_json: bool = typer.Option(False, "--json")) -> Non
 @friendly_errors
 def ack(alert_id: int, note: str = typer.Option(None, "--note", help="why / who is on it")) -> None:
     """Acknowledge an open alert (operator or admin)."""
-    with connect() as conn:
-        alert = service.acknowledge(conn, acting_principal(), alert_id, note)
+    alert = service.acknowledge(acting_principal(), alert_id, note)
     console.print(f"alert #{alert.id} acknowledged by {alert.acknowledged_by}")
 
 
@@ -215,7 +210,7 @@ def train(
 @friendly_errors
 def predict(as_json: bool = typer.Option(False, "--json")) -> None:
     """Score every GPU with the newest risk model and store the predictions."""
-    predictions = service.predict_fleet(get_settings())
+    predictions = predict_fleet(get_settings())
     if as_json:
         print_json(predictions)
         return

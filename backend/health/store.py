@@ -123,3 +123,32 @@ def save_health(conn: psycopg.Connection, results: list[GpuHealth]) -> None:
             [r.last_seen for r in results], [r.evaluated_at for r in results],
         ),
     )
+
+
+_HEALTH_COLUMNS = "gpu_uuid, host, gpu_index, model, status, findings, last_seen, evaluated_at, status_since"
+
+
+def _health_row(row: dict[str, Any]) -> GpuHealth:
+    return GpuHealth(row["gpu_uuid"], row["host"], row["gpu_index"], row["model"], row["status"],
+                     [finding_from_json(f) for f in row["findings"]], row["last_seen"], row["evaluated_at"],
+                     row["status_since"])
+
+
+def list_health(conn: psycopg.Connection, *, status: str | None = None, host: str | None = None,
+                model: str | None = None) -> list[GpuHealth]:
+    """`gpu_health` worst first, then by host and index; filters are exact (model: substring)."""
+    rows = conn.execute(
+        f"""SELECT {_HEALTH_COLUMNS} FROM gpu_health
+            WHERE (%(status)s::text IS NULL OR status = %(status)s)
+              AND (%(host)s::text IS NULL OR host = %(host)s)
+              AND (%(model)s::text IS NULL OR model ILIKE '%%' || %(model)s || '%%')
+            ORDER BY array_position(ARRAY['critical', 'unknown', 'warning', 'healthy'], status), host, gpu_index""",
+        {"status": status, "host": host, "model": model},
+    ).fetchall()
+    return [_health_row(r) for r in rows]
+
+
+def get_health(conn: psycopg.Connection, gpu_uuid: str) -> GpuHealth | None:
+    """One GPU's row of `gpu_health`; None before its first evaluation."""
+    row = conn.execute(f"SELECT {_HEALTH_COLUMNS} FROM gpu_health WHERE gpu_uuid = %s", (gpu_uuid,)).fetchone()
+    return _health_row(row) if row else None

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backend.errors import InvalidInput
+
 
 class Role(StrEnum):
     viewer = "viewer"
@@ -18,6 +20,14 @@ class Role(StrEnum):
 
 
 _RANK = {Role.viewer: 0, Role.operator: 1, Role.admin: 2}
+
+
+def parse_role(value: str) -> Role:
+    """A role as a user typed it (CLI options), matched whole: `admin\n` is refused, not trimmed."""
+    try:
+        return Role(value)
+    except ValueError:
+        raise InvalidInput(f"unknown role {value!r}: choose admin, operator or viewer") from None
 
 
 @dataclass(frozen=True)

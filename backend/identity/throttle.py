@@ -3,7 +3,7 @@
 Two guards, both in the database so every console process shares them:
 
 - per client address: after `threshold` failures within `window` the address waits `base`, doubling with each
-  further failure up to `max` — the streams area's clamped backoff (`backend.streams.lockout.after_failure`),
+  further failure up to `max` — the clamped backoff the publish lockout uses too (`backend.backoff`),
   applied to sign-in. Attempts while an address waits are refused unchecked and do not extend the wait.
 - per account: the account locks for `account_lock` only when failures against it come from at least
   `account_addresses` distinct addresses within `window` (a distributed guess). One address alone can never
@@ -22,14 +22,14 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from backend.backoff import BackoffPolicy, FailureState, after_failure
 from backend.config import Settings
 from backend.errors import InvalidInput
-from backend.streams.lockout import FailureState, LockoutPolicy, after_failure
 
 
 @dataclass(frozen=True)
 class SignInPolicy:
-    address: LockoutPolicy = field(default_factory=lambda: LockoutPolicy(
+    address: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(
         threshold=5, base=timedelta(seconds=30), max=timedelta(minutes=15), window=timedelta(minutes=15)))
     account_addresses: int = 5
     account_lock: timedelta = timedelta(minutes=15)
@@ -37,7 +37,7 @@ class SignInPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> SignInPolicy:
         return cls(
-            address=LockoutPolicy(
+            address=BackoffPolicy(
                 threshold=settings.signin_throttle_threshold,
                 base=timedelta(seconds=settings.signin_throttle_base_seconds),
                 max=timedelta(seconds=settings.signin_throttle_max_seconds),

@@ -58,13 +58,6 @@ def _check_password(password: str) -> str:
     return password
 
 
-def parse_role(value: str) -> Role:
-    try:
-        return Role(value)
-    except ValueError:
-        raise UserError(f"unknown role {value!r}: choose admin, operator or viewer") from None
-
-
 def _row_to_user(row: dict) -> User:
     return User(
         name=row["name"],

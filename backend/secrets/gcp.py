@@ -24,8 +24,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 from pydantic import SecretBytes
 
-from backend.config import ConfigError, Settings
-from backend.errors import Conflict, InvalidInput, NotFound, Unavailable
+from backend.config import Settings
+from backend.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable
 from backend.secrets.base import SecretsBackend
 from backend.secrets.models import (
     Replication,

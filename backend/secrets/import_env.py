@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 from dotenv.parser import Binding, parse_stream
 from pydantic import SecretStr
 
-from backend.config import Settings
+from backend.config import REFERENCE_PREFIX, Settings
 from backend.errors import InvalidInput, NotFound
 from backend.identity.principal import Principal
 from backend.secrets.models import SecretSpec, check_name
-from backend.secrets.references import BACKEND_FIELDS, PREFIX
+from backend.secrets.references import BACKEND_FIELDS
 from backend.secrets.service import SecretsService
 
 ImportOutcome = Literal["created", "new-version", "unchanged"]
@@ -90,7 +90,7 @@ def plan(bindings: list[Binding], keys: set[str] | None,
             skipped.append((key, "not a text setting"))
         elif not binding.value:
             skipped.append((key, "empty"))
-        elif binding.value.startswith(PREFIX):
+        elif binding.value.startswith(REFERENCE_PREFIX):
             skipped.append((key, "already a reference"))
         elif keys is None and not everything and not is_sensitive(field_name, binding.value):
             skipped.append((key, "not sensitive (choose it with --key, or use --all)"))
@@ -160,8 +160,8 @@ def _rewrite(path: Path, bindings: list[Binding], names: dict[str, str]) -> None
     for binding in bindings:
         original = binding.original.string
         if binding.key in names:
-            stripped = original.lstrip()
-            parts.append(f"{original[:len(original) - len(stripped)]}{binding.key}={PREFIX}{names[binding.key]}\n")
+            indent = original[:len(original) - len(original.lstrip())]
+            parts.append(f"{indent}{binding.key}={REFERENCE_PREFIX}{names[binding.key]}\n")
         else:
             parts.append(original)
     mode = path.stat().st_mode & 0o777

@@ -29,8 +29,8 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretBytes, SecretStr
 
-from backend.config import ConfigError, Settings
-from backend.errors import Conflict, InvalidInput, NotFound
+from backend.config import Settings
+from backend.errors import ConfigError, Conflict, InvalidInput, NotFound
 from backend.secrets.base import SecretsBackend
 from backend.secrets.models import (
     Replication,

@@ -13,12 +13,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from backend.config import ConfigError, Settings
-from backend.errors import PlatformError
+from backend.config import REFERENCE_PREFIX, Settings, references_in
+from backend.errors import ConfigError, PlatformError
 from backend.secrets.models import VersionRef, check_name, parse_version
 
 log = logging.getLogger(__name__)
-PREFIX = "secret:"
 BACKEND_FIELDS = frozenset(
     {"secrets_backend", "gcp_project_id", "secret_manager_endpoint", "secrets_local_key", "secrets_local_key_file",
      "secrets_local_path"}
@@ -27,24 +26,8 @@ BACKEND_FIELDS = frozenset(
 
 def parse_reference(value: str) -> tuple[str, VersionRef]:
     """`secret:NAME[#VERSION]` into (name, version); `latest` when no version is given."""
-    name, _, version = value.removeprefix(PREFIX).partition("#")
+    name, _, version = value.removeprefix(REFERENCE_PREFIX).partition("#")
     return check_name(name), parse_version(version) if version else "latest"
-
-
-def _text_of(value: Any) -> str | None:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return value if isinstance(value, str) else None
-
-
-def references_in(settings: Settings) -> dict[str, str]:
-    """Field name → reference, for every text setting that is a reference."""
-    found = {}
-    for field in type(settings).model_fields:
-        text = _text_of(getattr(settings, field))
-        if text is not None and text.startswith(PREFIX):
-            found[field] = text
-    return found
 
 
 def resolve_references(settings: Settings) -> Settings:

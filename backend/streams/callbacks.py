@@ -24,12 +24,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from backend.config import ConfigError, Settings
+from backend.backoff import FailureState, after_failure
+from backend.config import Settings
+from backend.db.connection import open_async_pool
+from backend.errors import ConfigError
 from backend.streams.keys import KEY_PREFIX
-from backend.streams.lockout import FailureState, LockoutPolicy, after_failure
+from backend.streams.lockout import LockoutPolicy
 from backend.streams.pepper import callback_token, hash_key, key_pepper
 
 log = logging.getLogger(__name__)
@@ -237,13 +239,9 @@ class CallbackGate:
                 if self._pepper is None:
                     self._pepper = await asyncio.to_thread(key_pepper, self.settings)
                 if self._pool is None:
-                    pool = AsyncConnectionPool(
-                        self.settings.require_database_url(), min_size=1, max_size=self.settings.streams_db_pool_size,
-                        kwargs={"autocommit": True, "row_factory": dict_row}, configure=self._configure,
-                        timeout=5.0, open=False,
-                    )
-                    await pool.open()
-                    self._pool = pool
+                    self._pool = await open_async_pool(self.settings, name="rtmp-callbacks",
+                                                       max_size=self.settings.streams_db_pool_size,
+                                                       configure=self._configure)
         return self._pepper, self._pool
 
     async def _configure(self, conn: AsyncConnection) -> None:

@@ -13,10 +13,9 @@ from rich.table import Table
 
 from backend.cli_support import acting_principal, console, fail, friendly_errors, print_json
 from backend.config import get_settings
-from backend.db import connect
 from backend.parsing import parse_duration, parse_labels
-from backend.streams import attempts, keys, live, lockout, nginx_config
-from backend.streams.pepper import callback_token, key_pepper
+from backend.streams import keys, nginx_config, service
+from backend.streams.pepper import callback_token
 
 app = typer.Typer(help="RTMP stream keys, live streams, publish attempts and the nginx-rtmp config.",
                   no_args_is_help=True)
@@ -62,9 +61,8 @@ def create(
     """Create a stream key and print it once."""
     expires_in = parse_duration(expires, what="--expires") if expires else None
     labels = parse_labels(label)
-    with connect() as conn:
-        issued = keys.create_key(conn, acting_principal(), key_pepper(get_settings()), stream, app=app_name,
-                                 expires_in=expires_in, allowed_cidrs=allow_ip, owner=owner, labels=labels)
+    issued = service.create_key(acting_principal(), stream, app=app_name, expires_in=expires_in,
+                                allowed_cidrs=allow_ip, owner=owner, labels=labels)
     _show_issued(issued, as_json, "created")
 
 
@@ -75,8 +73,7 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """List stream keys (metadata only: keys are never stored)."""
-    with connect() as conn:
-        rows = keys.list_keys(conn, acting_principal(), include_inactive=show_all)
+    rows = service.list_keys(acting_principal(), include_inactive=show_all)
     if as_json:
         print_json([keys_json(k) for k in rows])
         return
@@ -91,8 +88,8 @@ def list_cmd(
 @friendly_errors
 def revoke(key_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Revoke a key and kick its live publisher."""
-    with connect() as conn:
-        key, kicked = live.revoke_and_kick(conn, acting_principal(), key_id)
+    revoked = service.revoke_key(acting_principal(), key_id)
+    key, kicked = revoked.key, revoked.kicked
     console.print(f"revoked {key.id} ({key.app}/{key.stream})" + (f"; kicked {', '.join(kicked)}" if kicked else ""))
 
 
@@ -101,19 +98,17 @@ def revoke(key_id: str = typer.Argument(..., metavar="ID")) -> None:
 def rotate(key_id: str = typer.Argument(..., metavar="ID"),
            as_json: bool = typer.Option(False, "--json", help="print JSON (includes the new key)")) -> None:
     """Replace a key with a new one (same stream and limits); the old key stops working at once."""
-    with connect() as conn:
-        issued, kicked = live.rotate_and_kick(conn, acting_principal(), key_id)
-    _show_issued(issued, as_json, f"replaced {key_id} with")
-    if kicked and not as_json:
-        console.print(f"kicked {', '.join(kicked)} (still on the old key)")
+    rotated = service.rotate_key(acting_principal(), key_id)
+    _show_issued(rotated.issued, as_json, f"replaced {key_id} with")
+    if rotated.kicked and not as_json:
+        console.print(f"kicked {', '.join(rotated.kicked)} (still on the old key)")
 
 
 @app.command("live")
 @friendly_errors
 def live_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Streams being published now, reconciled with nginx's /stat when STREAMS_NGINX_STAT_URL is set."""
-    with connect() as conn:
-        rows = live.live_streams(conn, acting_principal())
+    rows = service.live_streams(acting_principal())
     if as_json:
         print_json(rows)
         return
@@ -133,8 +128,7 @@ def reconcile_cmd(every: float = typer.Option(None, "--every", min=1, help="repe
                   ) -> None:
     """Reconcile the live registry with nginx's /stat (stats in, ghosts out); once, or as a loop."""
     while True:
-        with connect() as conn:
-            result = live.refresh(conn)
+        result = service.reconcile(acting_principal())
         console.print(f"{len(result.updated)} live, {len(result.removed)} ghost(s) removed"
                       + (f", unregistered: {', '.join(result.unregistered)}" if result.unregistered else ""))
         if every is None:
@@ -146,8 +140,7 @@ def reconcile_cmd(every: float = typer.Option(None, "--every", min=1, help="repe
 @friendly_errors
 def prune_attempts_cmd(older_than: str = typer.Option("90d", "--older-than", help="e.g. 30d")) -> None:
     """Delete publish attempts older than the given age (admin)."""
-    with connect() as conn:
-        deleted = attempts.prune_attempts(conn, acting_principal(), parse_duration(older_than, what="--older-than"))
+    deleted = service.prune_attempts(acting_principal(), parse_duration(older_than, what="--older-than"))
     console.print(f"deleted {deleted} attempt(s) older than {older_than}")
 
 
@@ -156,8 +149,7 @@ def prune_attempts_cmd(older_than: str = typer.Option("90d", "--older-than", hel
 def kick(stream: str = typer.Argument(..., metavar="NAME"),
          app_name: str = typer.Option("live", "--app", help="nginx-rtmp application")) -> None:
     """Drop a live publisher now (its key stays valid: revoke the key to keep it out)."""
-    with connect() as conn:
-        dropped = live.kick(conn, acting_principal(), stream, app=app_name)
+    dropped = service.kick(acting_principal(), stream, app=app_name)
     console.print(f"kicked {app_name}/{stream} ({dropped} client(s) dropped)")
 
 
@@ -173,9 +165,7 @@ def audit_cmd(
     """Publish attempts, newest first: time, address, stream, key, outcome and reason."""
     if outcome not in (None, "allow", "deny", "error"):
         fail(f"invalid --outcome {outcome!r}: choose allow, deny or error")
-    with connect() as conn:
-        rows = attempts.list_attempts(conn, acting_principal(), key_id=key_id, addr=addr, outcome=outcome,
-                                      limit=limit)
+    rows = service.list_attempts(acting_principal(), key_id=key_id, addr=addr, outcome=outcome, limit=limit)
     if as_json:
         print_json(rows)
         return
@@ -195,12 +185,11 @@ def lockouts(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Addresses with recent failed publish attempts and their lockouts; clear them."""
-    with connect() as conn:
-        if clear or clear_all:
-            cleared = lockout.clear(conn, acting_principal(), None if clear_all else clear)
-            console.print(f"cleared {cleared} address(es)")
-            return
-        rows = lockout.list_failures(conn, acting_principal())
+    if clear or clear_all:
+        cleared = service.clear_lockout(acting_principal(), None if clear_all else clear)
+        console.print(f"cleared {cleared} address(es)")
+        return
+    rows = service.list_failures(acting_principal())
     if as_json:
         print_json(rows)
         return

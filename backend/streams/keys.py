@@ -173,7 +173,7 @@ def get_key(conn: psycopg.Connection, actor: Principal, key_id: str) -> StreamKe
 def revoke_key(conn: psycopg.Connection, actor: Principal, key_id: str, *, replaced_by: str | None = None) -> StreamKey:
     """Mark a key revoked: later publishes and the next `on_update` of a live publisher are refused.
 
-    Callers kick the live publisher after committing (`live.kick_key_publishers`), so a reconnect cannot slip in
+    `service.revoke_key` kicks the live publisher after committing, so a reconnect cannot slip in
     before the revocation is visible.
     """
     require_role(actor, Role.operator, "revoke stream keys")

@@ -1,4 +1,4 @@
-"""The live-stream registry: fed by the callbacks, reconciled with nginx's `/stat`, and kicking publishers.
+"""The live-stream registry: fed by the callbacks and reconciled with nginx's `/stat` (kicking: `service.py`).
 
 Callbacks can be missed (nginx restarts, the API is down when a stream ends), so the registry is reconciled with
 what nginx reports: a registered stream nginx no longer shows is a ghost and goes; stats come from `/stat`.
@@ -14,12 +14,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backend import audit
 from backend.config import Settings, get_settings
-from backend.errors import InvalidInput, NotFound, Unavailable
+from backend.errors import InvalidInput
 from backend.identity.principal import Principal, Role, require_role
-from backend.streams import keys, nginx
-from backend.streams.pepper import key_pepper
+from backend.streams import nginx
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ class Reconciliation:
 
 
 def list_live(conn: psycopg.Connection, actor: Principal) -> list[LiveStream]:
-    """The registry as it stands, newest first (see `live_streams` to refresh it from nginx first)."""
+    """The registry as it stands, newest first (`service.live_streams` refreshes it from nginx first)."""
     require_role(actor, Role.viewer, "list live streams")
     rows = conn.execute(
         """SELECT l.app, l.stream, l.key_id, k.owner, l.addr, l.client_id, l.started_at, l.last_update_at, l.stats,
@@ -94,63 +92,3 @@ def refresh(conn: psycopg.Connection, settings: Settings | None = None) -> Recon
     if not settings.streams_nginx_stat_url:
         raise InvalidInput("STREAMS_NGINX_STAT_URL is not set: point it at nginx's rtmp_stat location")
     return reconcile(conn, nginx.fetch_stat(settings.streams_nginx_stat_url))
-
-
-def live_streams(conn: psycopg.Connection, actor: Principal, settings: Settings | None = None) -> list[LiveStream]:
-    """For the Streams page: reconcile with nginx when `/stat` is configured, then list."""
-    require_role(actor, Role.viewer, "list live streams")
-    settings = settings or get_settings()
-    if settings.streams_nginx_stat_url:
-        refresh(conn, settings)
-    return list_live(conn, actor)
-
-
-def _control_url(settings: Settings) -> str:
-    if not settings.streams_nginx_control_url:
-        raise InvalidInput("STREAMS_NGINX_CONTROL_URL is not set: point it at nginx's rtmp_control location")
-    return settings.streams_nginx_control_url
-
-
-def kick(conn: psycopg.Connection, actor: Principal, stream: str, *, app: str = "live",
-         settings: Settings | None = None) -> int:
-    """Drop the publisher of `app/stream` now (its key stays valid: revoke the key to keep it out)."""
-    require_role(actor, Role.operator, "kick live streams")
-    dropped = nginx.drop_publisher(_control_url(settings or get_settings()), app, stream)
-    if not dropped:
-        raise NotFound(f"no publisher is live on {app}/{stream}")
-    audit.record(conn, actor=actor.name, area="streams", action="stream.kick", target=f"{app}/{stream}",
-                 outcome="ok", detail={"dropped": dropped})
-    return dropped
-
-
-def kick_key_publishers(conn: psycopg.Connection, key_id: str, settings: Settings | None = None) -> list[str]:
-    """Drop every live publisher using `key_id`; nginx being unreachable is logged, not raised (on_update still
-    refuses the key within `notify_update_timeout`)."""
-    settings = settings or get_settings()
-    rows = conn.execute("SELECT app, stream FROM live_streams WHERE key_id = %s", (key_id,)).fetchall()
-    if not rows or not settings.streams_nginx_control_url:
-        return []
-    kicked = []
-    for row in rows:
-        try:
-            if nginx.drop_publisher(settings.streams_nginx_control_url, row["app"], row["stream"]):
-                kicked.append(f"{row['app']}/{row['stream']}")
-        except Unavailable as exc:
-            log.warning("could not kick %s/%s: %s", row["app"], row["stream"], exc)
-    return kicked
-
-
-def revoke_and_kick(conn: psycopg.Connection, actor: Principal, key_id: str,
-                    settings: Settings | None = None) -> tuple[keys.StreamKey, list[str]]:
-    """Revoke a key, commit, then kick its live publishers (in that order, so a reconnect is refused)."""
-    revoked = keys.revoke_key(conn, actor, key_id)
-    conn.commit()
-    return revoked, kick_key_publishers(conn, key_id, settings)
-
-
-def rotate_and_kick(conn: psycopg.Connection, actor: Principal, key_id: str,
-                    settings: Settings | None = None) -> tuple[keys.IssuedKey, list[str]]:
-    """Issue a replacement key, revoke the old one, commit, then kick publishers still using the old key."""
-    issued = keys.rotate_key(conn, actor, key_pepper(settings or get_settings()), key_id)
-    conn.commit()
-    return issued, kick_key_publishers(conn, key_id, settings)

@@ -1,31 +1,25 @@
 """Per-address brute-force protection for publish attempts: count failures, back off exponentially, lock out.
 
-After `threshold` failures within `window` an address is locked for `base` seconds; every further failure after
-a lock doubles it, up to `max`. A quiet `window` after the last failure (or lock) forgets the address. Attempts
-while locked are refused without looking at the key, and do not extend the lock (so a client's automatic
-reconnects cannot lock it forever).
+The policy is `backend.backoff`'s, with the streams settings. Attempts while locked are refused without looking at
+the key, and do not extend the lock (so a client's automatic reconnects cannot lock it forever).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 
 from backend import audit
+from backend.backoff import BackoffPolicy, FailureState
 from backend.config import Settings
 from backend.errors import InvalidInput
 from backend.identity.principal import Principal, Role, require_role
 
 
-@dataclass(frozen=True)
-class LockoutPolicy:
-    threshold: int = 5
-    base: timedelta = timedelta(seconds=60)
-    max: timedelta = timedelta(hours=1)
-    window: timedelta = timedelta(minutes=15)
+class LockoutPolicy(BackoffPolicy):
+    """The publish lockout: the shared backoff, configured by the `STREAMS_LOCKOUT_*` settings."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LockoutPolicy:
@@ -35,37 +29,6 @@ class LockoutPolicy:
             max=timedelta(seconds=settings.streams_lockout_max_seconds),
             window=timedelta(seconds=settings.streams_failure_window_seconds),
         )
-
-
-@dataclass(frozen=True)
-class FailureState:
-    """One address's row in `stream_auth_failures`."""
-
-    addr: str
-    failures: int
-    first_failed_at: datetime
-    last_failed_at: datetime
-    locked_until: datetime | None
-
-    def locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and self.locked_until > now
-
-
-def after_failure(state: FailureState | None, addr: str, now: datetime, policy: LockoutPolicy) -> FailureState:
-    """The address's state after one more failure."""
-    last_activity = max(state.last_failed_at, state.locked_until or state.last_failed_at) if state else None
-    if state is None or last_activity is None or now - last_activity > policy.window:
-        failures, first = 1, now
-    else:
-        failures, first = state.failures + 1, state.first_failed_at
-    locked_until = now + lock_length(failures - policy.threshold, policy) if failures >= policy.threshold else None
-    return FailureState(addr, failures, first, now, locked_until)
-
-
-def lock_length(doublings: int, policy: LockoutPolicy) -> timedelta:
-    """`base * 2**doublings`, capped at `max` before it is computed: a timedelta overflows after ~45 doublings."""
-    factor = 2 ** min(doublings, 64)  # a small power even for billions of failures
-    return policy.max if factor >= policy.max / policy.base else policy.base * factor  # below max: cannot overflow
 
 
 _COLUMNS = "host(addr) AS addr, failures, first_failed_at, last_failed_at, locked_until"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib
 import re
 import secrets
 import threading
@@ -21,7 +20,9 @@ from collections.abc import Callable
 
 from pydantic import SecretStr
 
-from backend.config import ConfigError, Settings
+from backend.config import Settings
+from backend.errors import ConfigError
+from backend.secrets import system
 
 PEPPER_SECRET_NAME = "rtmp-key-pepper"
 CALLBACK_TOKEN_SECRET_NAME = "rtmp-callback-token"
@@ -35,8 +36,7 @@ _cache: dict[tuple, str] = {}
 
 def key_pepper(settings: Settings) -> bytes:
     """`STREAM_KEY_PEPPER` when set, else the system secret `rtmp-key-pepper`; read once per process."""
-    pepper = _server_secret(settings, "STREAM_KEY_PEPPER", settings.stream_key_pepper, PEPPER_SECRET_NAME,
-                            lambda: secrets.token_urlsafe(48))
+    pepper = _server_secret(settings, settings.stream_key_pepper, PEPPER_SECRET_NAME, lambda: secrets.token_urlsafe(48))
     if len(pepper) < MIN_SECRET_LENGTH:
         raise ConfigError(f"STREAM_KEY_PEPPER is too short: use at least {MIN_SECRET_LENGTH} random characters")
     return pepper.encode()
@@ -44,8 +44,8 @@ def key_pepper(settings: Settings) -> bytes:
 
 def callback_token(settings: Settings) -> str:
     """`STREAMS_CALLBACK_TOKEN` when set, else the system secret `rtmp-callback-token`; read once per process."""
-    token = _server_secret(settings, "STREAMS_CALLBACK_TOKEN", settings.streams_callback_token,
-                           CALLBACK_TOKEN_SECRET_NAME, lambda: secrets.token_urlsafe(32))
+    token = _server_secret(settings, settings.streams_callback_token, CALLBACK_TOKEN_SECRET_NAME,
+                           lambda: secrets.token_urlsafe(32))
     if len(token) < MIN_SECRET_LENGTH:
         raise ConfigError(f"STREAMS_CALLBACK_TOKEN is too short: use at least {MIN_SECRET_LENGTH} random characters")
     if not valid_callback_token(token):
@@ -59,25 +59,14 @@ def valid_callback_token(token: str) -> bool:
     return _CALLBACK_TOKEN.fullmatch(token) is not None
 
 
-def _server_secret(settings: Settings, setting: str, explicit: SecretStr | None, name: str,
-                   generate: Callable[[], str]) -> str:
-    """The explicit `setting`, else system secret `name` (made by `generate()` on first use); read once per process."""
+def _server_secret(settings: Settings, explicit: SecretStr | None, name: str, generate: Callable[[], str]) -> str:
+    """The explicit setting, else system secret `name` (made by `generate()` on first use); read once per process."""
     value = explicit.get_secret_value() if explicit is not None else None
     source = (name, value, settings.secrets_backend, str(settings.secrets_local_path), settings.gcp_project_id)
     with _lock:
         if source not in _cache:
-            _cache[source] = value if value is not None else _from_secrets_backend(settings, setting, name, generate)
+            _cache[source] = value if value is not None else system.get_or_create(name, generate, settings)
         return _cache[source]
-
-
-def _from_secrets_backend(settings: Settings, setting: str, name: str, generate: Callable[[], str]) -> str:
-    try:
-        system = importlib.import_module("backend.secrets.system")
-    except ModuleNotFoundError as exc:
-        if exc.name != "backend.secrets.system":
-            raise
-        raise ConfigError(f"{setting} is not set and the secrets backend has no system secrets") from None
-    return system.get_or_create(name, generate, settings)
 
 
 def hash_key(pepper: bytes, key: str) -> bytes:

@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from backend.config import Settings, get_settings
-from backend.db import connect
+from backend.db.connection import query_connection
 from backend.errors import Unavailable
 from backend.identity import Principal, Role, require_role
 from backend.messaging.kafka import client_config
@@ -78,10 +78,10 @@ class PipelineOverview:
     dlq_total: int = 0
 
 
-def ingest_rate(principal: Principal, minutes: int = 5, settings: Settings | None = None) -> IngestRate:
+def ingest_rate(principal: Principal, minutes: int = 5, *, settings: Settings | None = None) -> IngestRate:
     """Samples per second over the last `minutes`, by sample time (a backfill of old data does not count)."""
     require_role(principal, Role.viewer, "view the pipeline status")
-    with connect(settings or get_settings(), autocommit=True) as conn:
+    with query_connection(settings) as conn:
         rows = conn.execute(
             "SELECT date_trunc('minute', time) AS minute, count(*) AS n FROM gpu_metrics "
             "WHERE time >= now() - make_interval(mins => %s) AND time <= now() GROUP BY 1 ORDER BY 1",
@@ -120,7 +120,7 @@ def _fetched_watermarks(consumer: Consumer, partitions: list[TopicPartition], ti
     return marks
 
 
-def consumer_lag(principal: Principal, settings: Settings | None = None) -> list[PartitionLag]:
+def consumer_lag(principal: Principal, *, settings: Settings | None = None) -> list[PartitionLag]:
     """Per partition of the telemetry and token topics: the group's committed offset, the end, the lag."""
     require_role(principal, Role.viewer, "view the pipeline status")
     settings = settings or get_settings()
@@ -151,7 +151,7 @@ def consumer_lag(principal: Principal, settings: Settings | None = None) -> list
     return result
 
 
-def sink_instances(principal: Principal, settings: Settings | None = None) -> list[GroupMember]:
+def sink_instances(principal: Principal, *, settings: Settings | None = None) -> list[GroupMember]:
     """Members of the sink's consumer group and their partitions (empty if the broker does not report them)."""
     require_role(principal, Role.viewer, "view the pipeline status")
     settings = settings or get_settings()
@@ -167,8 +167,8 @@ def sink_instances(principal: Principal, settings: Settings | None = None) -> li
     ]
 
 
-def recent_dead_letters(principal: Principal, limit: int = 50, settings: Settings | None = None,
-                        timeout: float = 10.0) -> tuple[list[DeadLetter], int]:
+def recent_dead_letters(principal: Principal, limit: int = 50, *, timeout: float = 10.0,
+                        settings: Settings | None = None) -> tuple[list[DeadLetter], int]:
     """The newest `limit` dead letters (newest first) and the topic's total count. Reads from near the end of
     each partition with a throwaway consumer, so the cost stays bounded however long the topic gets."""
     require_role(principal, Role.viewer, "view the pipeline status")
@@ -225,13 +225,13 @@ def _int(text: str | None) -> int | None:
     return int(text) if text and text.lstrip("-").isdigit() else None
 
 
-def overview(principal: Principal, minutes: int = 5, dlq_limit: int = 50,
+def overview(principal: Principal, minutes: int = 5, dlq_limit: int = 50, *,
              settings: Settings | None = None) -> PipelineOverview:
     """Everything the Pipeline page shows, in one call."""
     settings = settings or get_settings()
-    letters, total = recent_dead_letters(principal, dlq_limit, settings)
+    letters, total = recent_dead_letters(principal, dlq_limit, settings=settings)
     return PipelineOverview(
         group=settings.kafka_group_id, dlq_topic=settings.dlq_topic,
-        ingest=ingest_rate(principal, minutes, settings), lag=consumer_lag(principal, settings),
-        members=sink_instances(principal, settings), dead_letters=letters, dlq_total=total,
+        ingest=ingest_rate(principal, minutes, settings=settings), lag=consumer_lag(principal, settings=settings),
+        members=sink_instances(principal, settings=settings), dead_letters=letters, dlq_total=total,
     )

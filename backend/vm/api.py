@@ -44,7 +44,7 @@ def autoshutdown_status(
     request: Request, host: str | None = None, principal: Principal = Depends(viewer)
 ) -> dict[str, Any]:
     """The countdown, the latest evaluation with per-signal reasons, and recent events."""
-    return _status(service.agent_status(principal, host, _settings(request)))
+    return _status(service.agent_status(principal, host, settings=_settings(request)))
 
 
 @router.get("/autoshutdown/history")
@@ -52,45 +52,47 @@ def autoshutdown_history(
     request: Request, host: str | None = None, limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(viewer),
 ) -> list[Evaluation]:
-    return service.history(principal, host, limit, _settings(request))
+    return service.history(principal, host, limit, settings=_settings(request))
 
 
 @router.post("/autoshutdown/snooze")
 def autoshutdown_snooze(
     request: Request, body: SnoozeRequest, principal: Principal = Depends(operator)
 ) -> dict[str, Any]:
-    service.snooze(principal, body.minutes * 60, body.host, _settings(request))
-    return _status(service.agent_status(principal, body.host, _settings(request)))
+    service.snooze(principal, body.minutes * 60, body.host, settings=_settings(request))
+    return _status(service.agent_status(principal, body.host, settings=_settings(request)))
 
 
 @router.post("/autoshutdown/skip")
 def autoshutdown_skip(request: Request, body: SkipRequest, principal: Principal = Depends(operator)) -> dict[str, Any]:
-    service.skip(principal, body.host, _settings(request))
-    return _status(service.agent_status(principal, body.host, _settings(request)))
+    service.skip(principal, body.host, settings=_settings(request))
+    return _status(service.agent_status(principal, body.host, settings=_settings(request)))
 
 
 @router.get("/vms")
 def vms(request: Request, principal: Principal = Depends(viewer)) -> list[VmInstance]:
-    return service.list_vms(principal, _settings(request))
+    return service.list_vms(principal, settings=_settings(request))
 
 
 @router.post("/vms/{name}/start")
 def vm_start(request: Request, name: str, zone: str | None = None,
              principal: Principal = Depends(operator)) -> dict[str, str]:
-    return {"name": name, "zone": service.start_vm(principal, name, zone, _settings(request)), "status": "started"}
+    zone = service.start_vm(principal, name, zone, settings=_settings(request))
+    return {"name": name, "zone": zone, "status": "started"}
 
 
 @router.post("/vms/{name}/stop")
 def vm_stop(request: Request, name: str, zone: str | None = None,
             principal: Principal = Depends(operator)) -> dict[str, str]:
-    return {"name": name, "zone": service.stop_vm(principal, name, zone, _settings(request)), "status": "stopped"}
+    zone = service.stop_vm(principal, name, zone, settings=_settings(request))
+    return {"name": name, "zone": zone, "status": "stopped"}
 
 
 @router.get("/containers")
 def containers(request: Request, principal: Principal = Depends(viewer)) -> list[ContainerInfo]:
-    return service.list_containers(principal, _settings(request))
+    return service.list_containers(principal, settings=_settings(request))
 
 
 @router.post("/containers/{name}/restart")
 def container_restart(request: Request, name: str, principal: Principal = Depends(operator)) -> ContainerInfo:
-    return service.restart_container(principal, name, _settings(request))
+    return service.restart_container(principal, name, settings=_settings(request))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from backend.cli_support import acting_principal, console, friendly_errors, print_json, to_jsonable
+from backend.cli_support import acting_principal, console, friendly_errors, print_json, to_jsonable, with_options
 from backend.config import Settings, get_settings
 from backend.vm import service
 from backend.vm.agent import Outcome, build_agent
@@ -48,6 +49,30 @@ def _settings(**overrides: Any) -> Settings:
     return Settings.model_validate(base.model_dump() | given)
 
 
+@dataclass(frozen=True)
+class AgentOptions:
+    """What `evaluate` and `run` take on the command line, each named after its `AUTOSHUTDOWN_*` setting; an
+    option not given keeps the setting (environment, secrets.env)."""
+
+    idle_seconds: IdleSeconds = None
+    warn_seconds: WarnSeconds = None
+    min_uptime_seconds: MinUptime = None
+    poll_seconds: PollSeconds = None
+    max_age_seconds: MaxAge = None
+    action: ActionKind = None
+    command: StopCommand = None
+    never_stop: NeverStop = None
+    probes: Probes = None
+    hooks: Hooks = None
+    nginx_stat_url: StatUrl = None
+    state_file: StateFile = None
+    host: Host = None
+    no_ssh: NoSsh = False
+
+    def settings(self) -> Settings:
+        return _settings(**vars(self))
+
+
 def _evaluation_json(outcome: Outcome) -> dict[str, Any]:
     return to_jsonable(Evaluation.of(outcome.host, outcome.decision)) | {
         "events": list(outcome.decision.events),
@@ -72,21 +97,10 @@ def _print_evaluation(host: str, at: datetime, decision: str, reasons: list[str]
 
 @app.command()
 @friendly_errors
-def evaluate(
-    idle_seconds: IdleSeconds = None, warn_seconds: WarnSeconds = None, min_uptime_seconds: MinUptime = None,
-    poll_seconds: PollSeconds = None, max_age_seconds: MaxAge = None, action: ActionKind = None,
-    command: StopCommand = None, never_stop: NeverStop = None, probe: Probes = None, hook: Hooks = None,
-    nginx_stat_url: StatUrl = None, state_file: StateFile = None, host: Host = None, no_ssh: NoSsh = False,
-    as_json: AsJson = False,
-) -> None:
+@with_options(AgentOptions)
+def evaluate(options: AgentOptions, as_json: AsJson = False) -> None:
     """Run one evaluation (and the stop, if one is due), record it and print it."""
-    settings = _settings(
-        idle_seconds=idle_seconds, warn_seconds=warn_seconds, min_uptime_seconds=min_uptime_seconds,
-        poll_seconds=poll_seconds, max_age_seconds=max_age_seconds, action=action, command=command,
-        never_stop=never_stop, probes=probe, hooks=hook, nginx_stat_url=nginx_stat_url, state_file=state_file,
-        host=host, no_ssh=no_ssh,
-    )
-    outcome = build_agent(settings).evaluate()
+    outcome = build_agent(options.settings()).evaluate()
     if as_json:
         print_json(_evaluation_json(outcome))
         return
@@ -98,20 +112,10 @@ def evaluate(
 
 @app.command()
 @friendly_errors
-def run(
-    idle_seconds: IdleSeconds = None, warn_seconds: WarnSeconds = None, min_uptime_seconds: MinUptime = None,
-    poll_seconds: PollSeconds = None, max_age_seconds: MaxAge = None, action: ActionKind = None,
-    command: StopCommand = None, never_stop: NeverStop = None, probe: Probes = None, hook: Hooks = None,
-    nginx_stat_url: StatUrl = None, state_file: StateFile = None, host: Host = None, no_ssh: NoSsh = False,
-) -> None:
+@with_options(AgentOptions)
+def run(options: AgentOptions) -> None:
     """Run the agent until SIGTERM or Ctrl-C: evaluate every poll, warn, and stop the machine when due."""
-    settings = _settings(
-        idle_seconds=idle_seconds, warn_seconds=warn_seconds, min_uptime_seconds=min_uptime_seconds,
-        poll_seconds=poll_seconds, max_age_seconds=max_age_seconds, action=action, command=command,
-        never_stop=never_stop, probes=probe, hooks=hook, nginx_stat_url=nginx_stat_url, state_file=state_file,
-        host=host, no_ssh=no_ssh,
-    )
-    agent = build_agent(settings)
+    agent = build_agent(options.settings())
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -126,7 +130,7 @@ def status(
 ) -> None:
     """The countdown, the latest evaluation with its per-signal reasons, and recent events."""
     settings = _settings(state_file=state_file)
-    current = service.agent_status(acting_principal(), host, settings, events=events)
+    current = service.agent_status(acting_principal(), host, events=events, settings=settings)
     if as_json:
         print_json({
             "host": current.host, "state": current.state.to_json(), "seconds_left": current.seconds_left(),
@@ -151,7 +155,7 @@ def history(
     as_json: AsJson = False,
 ) -> None:
     """Recent evaluations, newest first."""
-    rows = service.history(acting_principal(), host, limit, _settings(state_file=state_file))
+    rows = service.history(acting_principal(), host, limit, settings=_settings(state_file=state_file))
     if as_json:
         print_json(rows)
         return
@@ -168,7 +172,7 @@ def snooze(
     host: Host = None, state_file: StateFile = None,
 ) -> None:
     """Postpone the auto-shutdown (operator+, audited)."""
-    state = service.snooze(acting_principal(), minutes * 60, host, _settings(state_file=state_file))
+    state = service.snooze(acting_principal(), minutes * 60, host, settings=_settings(state_file=state_file))
     until = state.snoozed_until or datetime.now(UTC)
     console.print(f"snoozed: no stop before {until:%Y-%m-%d %H:%M:%S} UTC")
 
@@ -177,5 +181,5 @@ def snooze(
 @friendly_errors
 def skip(host: Host = None, state_file: StateFile = None) -> None:
     """Skip this countdown: a full idle period must pass again (operator+, audited)."""
-    service.skip(acting_principal(), host, _settings(state_file=state_file))
+    service.skip(acting_principal(), host, settings=_settings(state_file=state_file))
     console.print("skipped: the idle clock starts again")

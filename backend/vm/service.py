@@ -19,6 +19,7 @@ from backend import audit
 from backend.config import Settings, get_settings
 from backend.costs.savings import Savings, savings
 from backend.db import connect
+from backend.db.connection import query_connection
 from backend.errors import InvalidInput, PlatformError
 from backend.identity.principal import PermissionDenied, Principal, Role, require_role
 from backend.vm import policy
@@ -61,9 +62,8 @@ def _audited(
 # -- VMs ---------------------------------------------------------------------------------------------------------
 
 
-def vm_provider(settings: Settings | None = None) -> Instances:
+def _provider(settings: Settings) -> Instances:
     """GCP instances of `GCP_PROJECT_ID` (VM_PROVIDER=gcp) or this host (local, the embedded default)."""
-    settings = settings or get_settings()
     if settings.vm_provider == "local":
         return LocalHost()
     if not settings.gcp_project_id:
@@ -74,14 +74,14 @@ def vm_provider(settings: Settings | None = None) -> Instances:
     )
 
 
-def list_vms(principal: Principal, settings: Settings | None = None) -> list[VmInstance]:
+def list_vms(principal: Principal, *, settings: Settings | None = None) -> list[VmInstance]:
     """The platform's VMs with the latest auto-shutdown decision of each (from the agents' records)."""
     settings = settings or get_settings()
     require_role(principal, Role.viewer, "list VMs")
-    vms = vm_provider(settings).list()
+    vms = _provider(settings).list()
     if not settings.database_url or not vms:
         return vms
-    with connect(settings) as conn:
+    with query_connection(settings) as conn:
         latest = _latest_decisions(conn, [vm.name for vm in vms])
     return [replace(vm, autoshutdown=latest.get(vm.name)) for vm in vms]
 
@@ -95,18 +95,18 @@ def _latest_decisions(conn: psycopg.Connection, hosts: list[str]) -> dict[str, s
     return {r["host"]: r["decision"] + (f": {r['reasons'][-1]}" if r["reasons"] else "") for r in rows}
 
 
-def start_vm(principal: Principal, name: str, zone: str | None = None, settings: Settings | None = None) -> str:
+def start_vm(principal: Principal, name: str, zone: str | None = None, *, settings: Settings | None = None) -> str:
     """Start a VM (operator+, audited); returns its zone."""
     settings = settings or get_settings()
-    provider = vm_provider(settings)
+    provider = _provider(settings)
     return _audited(settings, principal, "vm.start", name, lambda: provider.start(name, zone),
                     zone=zone, provider=provider.provider)
 
 
-def stop_vm(principal: Principal, name: str, zone: str | None = None, settings: Settings | None = None) -> str:
+def stop_vm(principal: Principal, name: str, zone: str | None = None, *, settings: Settings | None = None) -> str:
     """Stop a VM (operator+, audited); returns its zone."""
     settings = settings or get_settings()
-    provider = vm_provider(settings)
+    provider = _provider(settings)
     return _audited(settings, principal, "vm.stop", name, lambda: provider.stop(name, zone),
                     zone=zone, provider=provider.provider)
 
@@ -118,14 +118,14 @@ def _docker(settings: Settings) -> DockerHost:
     return DockerHost(settings.docker_host)
 
 
-def list_containers(principal: Principal, settings: Settings | None = None) -> list[ContainerInfo]:
+def list_containers(principal: Principal, *, settings: Settings | None = None) -> list[ContainerInfo]:
     """Containers on this host; `Unavailable("Docker engine not reachable at …")` without an engine."""
     settings = settings or get_settings()
     require_role(principal, Role.viewer, "list containers")
     return _docker(settings).list()
 
 
-def container_logs(principal: Principal, name: str, tail: int = 200, settings: Settings | None = None) -> str:
+def container_logs(principal: Principal, name: str, tail: int = 200, *, settings: Settings | None = None) -> str:
     """The last `tail` lines of a container's stdout and stderr (operator+: logs may hold sensitive data)."""
     settings = settings or get_settings()
     require_role(principal, Role.operator, f"read the logs of container {name}")
@@ -134,7 +134,7 @@ def container_logs(principal: Principal, name: str, tail: int = 200, settings: S
     return _docker(settings).logs(name, tail)
 
 
-def restart_container(principal: Principal, name: str, settings: Settings | None = None) -> ContainerInfo:
+def restart_container(principal: Principal, name: str, *, settings: Settings | None = None) -> ContainerInfo:
     """Restart a container (operator+, audited)."""
     settings = settings or get_settings()
     return _audited(settings, principal, "container.restart", name, lambda: _docker(settings).restart(name))
@@ -159,18 +159,18 @@ class AgentStatus:
         return max((self.state.stop_at - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
-def agent_hosts(principal: Principal, settings: Settings | None = None) -> list[str]:
+def agent_hosts(principal: Principal, *, settings: Settings | None = None) -> list[str]:
     """Hosts whose agents report to the database, for the console's host picker."""
     settings = settings or get_settings()
     require_role(principal, Role.viewer, "view auto-shutdown status")
     if not settings.database_url:
         return [host_name(settings)]
-    with connect(settings) as conn:
+    with query_connection(settings) as conn:
         return [r["host"] for r in conn.execute("SELECT host FROM vm_agent_state ORDER BY host")]
 
 
 def agent_status(
-    principal: Principal, host: str | None = None, settings: Settings | None = None, events: int = 20
+    principal: Principal, host: str | None = None, *, events: int = 20, settings: Settings | None = None
 ) -> AgentStatus:
     settings = settings or get_settings()
     require_role(principal, Role.viewer, "view auto-shutdown status")
@@ -180,7 +180,7 @@ def agent_status(
     return AgentStatus(host, store.load(host), latest[0] if latest else None, store.events(host, limit=events))
 
 
-def history(principal: Principal, host: str | None = None, limit: int = 100,
+def history(principal: Principal, host: str | None = None, limit: int = 100, *,
             settings: Settings | None = None) -> list[Evaluation]:
     """Recent evaluations, newest first."""
     settings = settings or get_settings()
@@ -212,7 +212,7 @@ def _change_countdown(
 
 
 def snooze(
-    principal: Principal, seconds: float, host: str | None = None, settings: Settings | None = None
+    principal: Principal, seconds: float, host: str | None = None, *, settings: Settings | None = None
 ) -> Countdown:
     """Hold the stop `seconds` beyond the announced one (operator+, audited); a new warning precedes it."""
     if not 0 < seconds <= MAX_SNOOZE_SECONDS:
@@ -221,14 +221,15 @@ def snooze(
                              seconds=seconds)
 
 
-def skip(principal: Principal, host: str | None = None, settings: Settings | None = None) -> Countdown:
+def skip(principal: Principal, host: str | None = None, *, settings: Settings | None = None) -> Countdown:
     """Drop the current countdown (operator+, audited): a full idle period must pass again."""
     return _change_countdown(principal, host, settings, "skipped", policy.skip)
 
 
-def shutdown_savings(principal: Principal, start: datetime, end: datetime, settings: Settings | None = None) -> Savings:
+def shutdown_savings(principal: Principal, start: datetime, end: datetime, *,
+                     settings: Settings | None = None) -> Savings:
     """GPU-hours and dollars the agents' real stops saved within [start, end) (dry runs save nothing)."""
     settings = settings or get_settings()
     require_role(principal, Role.viewer, "view auto-shutdown savings")
-    with connect(settings) as conn:
+    with query_connection(settings) as conn:
         return savings(conn, start, end, stopped_intervals(conn, start, end))

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from backend.config import Settings
 from backend.costs.savings import StoppedInterval
+from backend.db.connection import connect_url
 from backend.errors import Unavailable
 from backend.vm.policy import Countdown, Decision
 
@@ -76,7 +76,7 @@ class DbStore:
     def _conn(self) -> Iterator[psycopg.Connection]:
         """A short connection per operation, so the agent outlives database restarts."""
         try:
-            conn = psycopg.connect(self.database_url, row_factory=dict_row, connect_timeout=10)
+            conn = connect_url(self.database_url, connect_timeout=10)
         except psycopg.OperationalError:
             raise Unavailable("the database is not reachable right now: the agent keeps the machine up") from None
         with conn:

@@ -8,7 +8,7 @@ import pytest
 
 from backend import audit
 from backend.errors import Conflict, NotFound
-from backend.health import service
+from backend.health import evaluator, service
 from backend.health.alerts import AlertPolicy, reconcile
 from backend.health.findings import Finding, GpuHealth
 from backend.identity import SYSTEM, PermissionDenied, Principal, Role
@@ -36,7 +36,7 @@ def test_open_then_dedup_with_updated_evidence(db):
     [(kind, opened)] = run(db, health(hot(88)))
     assert (kind, opened.state, opened.severity, opened.rule) == ("opened", "open", "warning", "gpu_temperature")
     assert run(db, health(hot(89)), at=NOW + STEP) == []
-    [alert] = service.list_alerts(db)
+    [alert] = service.list_alerts(SYSTEM)
     assert alert.id == opened.id
     assert alert.evidence == {"gpu_temp": 89}
     assert alert.last_firing_at == NOW + STEP
@@ -51,7 +51,7 @@ def test_flapping_condition_does_not_resolve_until_clear_for_n_evaluations_and_h
     [(kind, resolved)] = run(db, health(), at=NOW + 5 * STEP)  # clear 3, 90 s since it last fired
     assert (kind, resolved.id, resolved.state, resolved.resolved_at) == ("resolved", alert.id, "resolved",
                                                                        NOW + 5 * STEP)
-    assert len(service.list_alerts(db)) == 1
+    assert len(service.list_alerts(SYSTEM)) == 1
 
 
 def test_hold_time_delays_resolution(db):
@@ -77,7 +77,7 @@ def test_condition_returning_soon_after_resolution_reopens_the_same_alert(db):
 
 def test_escalation_reopens_an_acknowledged_alert(db):
     [(_, alert)] = run(db, health(hot()))
-    service.acknowledge(db, Principal("olga", Role.operator), alert.id)
+    service.acknowledge(Principal("olga", Role.operator), alert.id)
     assert run(db, health(hot()), at=NOW + STEP) == []
     [(kind, escalated)] = run(db, health(hot(91, "critical")), at=NOW + 2 * STEP)
     assert (kind, escalated.state, escalated.severity) == ("escalated", "open", "critical")
@@ -87,7 +87,7 @@ def test_stale_gpu_keeps_its_alerts(db):
     run(db, health(hot()))
     for i in range(1, 6):
         assert run(db, health(status="unknown"), at=NOW + i * STEP) == []
-    [alert] = service.list_alerts(db)
+    [alert] = service.list_alerts(SYSTEM)
     assert (alert.state, alert.clear_count) == ("open", 0)
 
 
@@ -96,24 +96,24 @@ def test_alerts_of_several_gpus_and_rules_are_separate(db):
     events = run(db, health(hot(), dbe), health(hot(), uuid="GPU-2"))
     assert sorted((a.gpu_uuid, a.rule) for _, a in events) == [
         ("GPU-1", "ecc_dbe_volatile"), ("GPU-1", "gpu_temperature"), ("GPU-2", "gpu_temperature")]
-    assert [a.rule for a in service.list_alerts(db, severity="critical")] == ["ecc_dbe_volatile"]
-    assert len(service.list_alerts(db, gpu_uuid="GPU-2")) == 1
-    assert service.list_alerts(db, states=("resolved",)) == []
+    assert [a.rule for a in service.list_alerts(SYSTEM, severity="critical")] == ["ecc_dbe_volatile"]
+    assert len(service.list_alerts(SYSTEM, gpu_uuid="GPU-2")) == 1
+    assert service.list_alerts(SYSTEM, states=("resolved",)) == []
 
 
 def test_acknowledge_is_audited_and_needs_operator(db):
     [(_, alert)] = run(db, health(hot()))
     with pytest.raises(PermissionDenied, match="needs role operator"):
-        service.acknowledge(db, Principal("vic", Role.viewer), alert.id)
-    acked = service.acknowledge(db, Principal("olga", Role.operator), alert.id, note="on it")
+        service.acknowledge(Principal("vic", Role.viewer), alert.id)
+    acked = service.acknowledge(Principal("olga", Role.operator), alert.id, note="on it")
     assert (acked.state, acked.acknowledged_by, acked.ack_note) == ("acknowledged", "olga", "on it")
-    assert service.acknowledge(db, SYSTEM, alert.id).acknowledged_by == "olga"  # idempotent
+    assert service.acknowledge(SYSTEM, alert.id).acknowledged_by == "olga"  # idempotent
 
     trail = [(e.actor, e.action, e.outcome, e.target) for e in audit.entries(db, area="health")]
     assert trail == [("olga", "alert.ack", "ok", f"alert:{alert.id}"), ("vic", "alert.ack", "denied",
                                                                        f"alert:{alert.id}")]
     with pytest.raises(NotFound):
-        service.acknowledge(db, SYSTEM, 999_999)
+        service.acknowledge(SYSTEM, 999_999)
 
 
 def test_resolved_alert_cannot_be_acknowledged(db):
@@ -121,13 +121,13 @@ def test_resolved_alert_cannot_be_acknowledged(db):
     for i in range(1, 4):
         run(db, health(), at=NOW + i * STEP)
     with pytest.raises(Conflict, match="already resolved"):
-        service.acknowledge(db, SYSTEM, alert.id)
+        service.acknowledge(SYSTEM, alert.id)
 
 
 def test_end_to_end_from_telemetry(settings, db):
     store(db, "GPU-x", rows(60, xid_errors=[0] * 50 + [79] * 10))
-    first = service.evaluate_once(settings, now=NOW)
+    first = evaluator.evaluate_once(settings, now=NOW)
     assert first.opened == 1
-    [alert] = service.list_alerts(db, states=("open",))
+    [alert] = service.list_alerts(SYSTEM, states=("open",))
     assert (alert.rule, alert.severity, alert.evidence["xid"]) == ("xid_79", "critical", 79)
     assert "fallen off the bus" in alert.title

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from backend import audit
 from backend.api import tokens
-from backend.api.app import create_app
+from backend.api_app import create_app
 from backend.health.alerts import AlertPolicy, reconcile
 from backend.health.findings import Finding, GpuHealth
 from backend.identity.principal import SYSTEM, Role

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 
 from backend.errors import InvalidInput, NotFound
-from backend.health import service
+from backend.health import evaluator, service
 from backend.health.evaluate import HealthPolicy, assess
 from backend.health.store import load_fleet
+from backend.identity import SYSTEM
 
 from .crafted import A100, NOW, rows, store
 
@@ -47,11 +48,11 @@ def test_loader_thins_the_xid_window_to_changes(db):
 
 
 def test_evaluate_once_stores_status_and_findings(settings, fleet):
-    summary = service.evaluate_once(settings, now=NOW)
+    summary = evaluator.evaluate_once(settings, now=NOW)
     assert (summary.gpus, summary.healthy, summary.warning, summary.critical, summary.unknown) == (4, 1, 1, 1, 1)
     assert summary.opened == 3  # DBE, A100 over 85 °C, stale telemetry
 
-    statuses = {h.gpu_uuid: h for h in service.fleet_health(fleet)}
+    statuses = {h.gpu_uuid: h for h in service.fleet_health(SYSTEM)}
     assert statuses["GPU-dbe"].status == "critical"
     dbe = statuses["GPU-dbe"].findings[0]
     assert (dbe.rule, dbe.evidence["ecc_dbe_vol_total"]) == ("ecc_dbe_volatile", 2)
@@ -60,33 +61,33 @@ def test_evaluate_once_stores_status_and_findings(settings, fleet):
     assert statuses["GPU-gone"].status == "unknown"
     assert statuses["GPU-ok"].status == "healthy" and statuses["GPU-ok"].findings == []
     # worst first
-    assert service.fleet_health(fleet)[0].status == "critical"
+    assert service.fleet_health(SYSTEM)[0].status == "critical"
 
 
 def test_filters_and_detail(settings, fleet):
-    service.evaluate_once(settings, now=NOW)
-    assert [h.gpu_uuid for h in service.fleet_health(fleet, status="critical")] == ["GPU-dbe"]
-    assert {h.gpu_uuid for h in service.fleet_health(fleet, host="node-b")} == {"GPU-hot", "GPU-gone"}
-    assert [h.gpu_uuid for h in service.fleet_health(fleet, model="a100")] == ["GPU-hot"]
+    evaluator.evaluate_once(settings, now=NOW)
+    assert [h.gpu_uuid for h in service.fleet_health(SYSTEM, status="critical")] == ["GPU-dbe"]
+    assert {h.gpu_uuid for h in service.fleet_health(SYSTEM, host="node-b")} == {"GPU-hot", "GPU-gone"}
+    assert [h.gpu_uuid for h in service.fleet_health(SYSTEM, model="a100")] == ["GPU-hot"]
     with pytest.raises(InvalidInput, match="status must be one of"):
-        service.fleet_health(fleet, status="sick")
+        service.fleet_health(SYSTEM, status="sick")
 
-    detail = service.gpu_detail(fleet, "GPU-dbe")
+    detail = service.gpu_detail(SYSTEM, "GPU-dbe")
     assert detail.health.status == "critical"
     assert [a.rule for a in detail.alerts] == ["ecc_dbe_volatile"]
     assert detail.risk is None
     with pytest.raises(NotFound):
-        service.gpu_detail(fleet, "GPU-nope")
+        service.gpu_detail(SYSTEM, "GPU-nope")
 
 
 def test_status_since_moves_only_when_the_status_changes(settings, fleet):
-    service.evaluate_once(settings, now=NOW)
-    service.evaluate_once(settings, now=NOW + timedelta(seconds=30))
+    evaluator.evaluate_once(settings, now=NOW)
+    evaluator.evaluate_once(settings, now=NOW + timedelta(seconds=30))
     row = fleet.execute("SELECT status, status_since, evaluated_at FROM gpu_health WHERE gpu_uuid='GPU-ok'").fetchone()
     assert row["status_since"] == NOW
     assert row["evaluated_at"] == NOW + timedelta(seconds=30)
     # 30 s later GPU-ok's last sample is 30 s old: still fresh; at +3 min it is stale
-    service.evaluate_once(settings, now=NOW + timedelta(minutes=3))
+    evaluator.evaluate_once(settings, now=NOW + timedelta(minutes=3))
     row = fleet.execute("SELECT status, status_since FROM gpu_health WHERE gpu_uuid='GPU-ok'").fetchone()
     assert (row["status"], row["status_since"]) == ("unknown", NOW + timedelta(minutes=3))
 
@@ -94,17 +95,17 @@ def test_status_since_moves_only_when_the_status_changes(settings, fleet):
 def test_week_old_sample_feeds_the_dbe_growth_rule(settings, db):
     store(db, "GPU-pages", rows(3, end=NOW - timedelta(days=6), retired_pages_dbe=10), host="node-c")
     store(db, "GPU-pages", rows(30, retired_pages_dbe=16), host="node-c")
-    service.evaluate_once(settings, now=NOW)
-    found = {f.rule: f for f in service.gpu_detail(db, "GPU-pages").health.findings}
+    evaluator.evaluate_once(settings, now=NOW)
+    found = {f.rule: f for f in service.gpu_detail(SYSTEM, "GPU-pages").health.findings}
     assert found["retired_pages_dbe_growth"].evidence["added_in_week"] == 6
 
 
 def test_a_lasting_finding_keeps_when_it_began(settings, db):
     store(db, "GPU-dbe", rows(60, ecc_dbe_vol_total=1))
-    service.evaluate_once(settings, now=NOW)
-    first = service.gpu_detail(db, "GPU-dbe").health.findings[0]
+    evaluator.evaluate_once(settings, now=NOW)
+    first = service.gpu_detail(SYSTEM, "GPU-dbe").health.findings[0]
     assert first.since == NOW - timedelta(seconds=590)
     # an hour later the first samples are long out of the loaded window; the finding still began back then
     store(db, "GPU-dbe", rows(360, end=NOW + timedelta(hours=1), ecc_dbe_vol_total=1))
-    service.evaluate_once(settings, now=NOW + timedelta(hours=1))
-    assert service.gpu_detail(db, "GPU-dbe").health.findings[0].since == first.since
+    evaluator.evaluate_once(settings, now=NOW + timedelta(hours=1))
+    assert service.gpu_detail(SYSTEM, "GPU-dbe").health.findings[0].since == first.since

@@ -10,10 +10,12 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from backend.errors import InvalidInput, NotFound
-from backend.health import service
+from backend.health import evaluator, service
 from backend.health.risk import model as risk_model
 from backend.health.risk.features import FEATURES, extract
+from backend.health.risk.predict import predict_fleet
 from backend.health.risk.training import FleetSpec, train_and_evaluate
+from backend.identity import SYSTEM
 
 from .crafted import NOW, history, rows, store
 
@@ -78,7 +80,7 @@ def test_predictions_stored_with_top_features(settings, db, trained):
     store(db, "GPU-hot", rows(121, step_s=30, gpu_temp=climbing, memory_temp=[t + 6 for t in climbing]), index=0)
     store(db, "GPU-calm", rows(121, step_s=30), index=1)
 
-    predictions = service.predict_fleet(settings, now=NOW, model_dir=out)
+    predictions = predict_fleet(settings, now=NOW, model_dir=out)
     assert [p.gpu_uuid for p in predictions] == ["GPU-hot", "GPU-calm"]
     hot, calm = predictions
     assert hot.probability > calm.probability
@@ -86,7 +88,7 @@ def test_predictions_stored_with_top_features(settings, db, trained):
     assert hot.top_features and hot.top_features[0].delta > 0
     assert any(c.feature.startswith(("temp", "memory_temp")) for c in hot.top_features)
 
-    stored = service.fleet_risk(db)
+    stored = service.fleet_risk(SYSTEM)
     assert [p.gpu_uuid for p in stored] == ["GPU-hot", "GPU-calm"]
     assert stored[0].top_features == hot.top_features
     assert stored[0].features["temp_max"] == pytest.approx(90.0)
@@ -106,10 +108,10 @@ def test_evaluation_loop_refreshes_predictions(settings, db, trained, monkeypatc
         if len(summaries) == 2:
             stop.set()
 
-    loop = threading.Thread(target=service.evaluate_loop, kwargs={"every_s": 0.05, "stop": stop,
+    loop = threading.Thread(target=evaluator.evaluate_loop, kwargs={"every_s": 0.05, "stop": stop,
                                                                    "on_summary": on_summary})
     loop.start()
     loop.join(60)
     assert not loop.is_alive() and len(summaries) == 2
-    assert [p.gpu_uuid for p in service.fleet_risk(db)] == ["GPU-live"]
-    assert service.gpu_detail(db, "GPU-live").risk.model_version == risk_model.load_latest(out).version
+    assert [p.gpu_uuid for p in service.fleet_risk(SYSTEM)] == ["GPU-live"]
+    assert service.gpu_detail(SYSTEM, "GPU-live").risk.model_version == risk_model.load_latest(out).version

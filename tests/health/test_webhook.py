@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backend.embedded.ports import free_port
-from backend.health import service
+from backend.health import evaluator, service
 from backend.health.alerts import AlertPolicy, history, list_alerts, reconcile
 from backend.health.findings import Finding, GpuHealth
 from backend.health.notify import Webhook, deliver_pending
@@ -92,7 +92,7 @@ def test_json_payload(db, receiver):
 
 def test_slack_payload_for_open_and_acknowledge(db, receiver):
     alert_id = _open_alert(db)
-    service.acknowledge(db, Principal("olga", Role.operator), alert_id)
+    service.acknowledge(Principal("olga", Role.operator), alert_id)
     deliver_pending(db, Webhook(receiver.url, "slack"), now=NOW)
     [(_, opened), (_, acked)] = receiver.posts
     assert opened["text"].startswith(":rotating_light: [CRITICAL] XID 79: GPU has fallen off the bus on node-a GPU 3")
@@ -150,10 +150,10 @@ def test_evaluate_notifies_open_and_resolve(settings, db, receiver, monkeypatch)
     get_settings.cache_clear()
     configured = get_settings()
     store(db, "GPU-t", rows(30, gpu_temp=[60.0] * 20 + [91.0] * 10))
-    assert service.evaluate_once(configured, now=NOW).notified == 1
+    assert evaluator.evaluate_once(configured, now=NOW).notified == 1
     store(db, "GPU-t", rows(12, end=NOW + timedelta(minutes=2), gpu_temp=60.0))
-    service.evaluate_once(configured, now=NOW + timedelta(minutes=2))
-    summary = service.evaluate_once(configured, now=NOW + timedelta(minutes=2, seconds=30))
+    evaluator.evaluate_once(configured, now=NOW + timedelta(minutes=2))
+    summary = evaluator.evaluate_once(configured, now=NOW + timedelta(minutes=2, seconds=30))
     assert (summary.resolved, summary.notified) == (1, 1)
     assert [body["text"].split(" ")[0] for _, body in receiver.posts] == [":rotating_light:", ":white_check_mark:"]
     assert list_alerts(db)[0].state == "resolved"

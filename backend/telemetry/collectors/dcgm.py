@@ -103,7 +103,8 @@ class DcgmScraper:
         self.url = url
         self._client = httpx.Client(timeout=timeout)
 
-    def scrape(self) -> list[GpuSample]:
+    def samples(self) -> list[GpuSample]:
+        """One scrape: a sample per GPU the exporter reports."""
         try:
             response = self._client.get(self.url)
             response.raise_for_status()

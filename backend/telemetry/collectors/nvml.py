@@ -28,8 +28,8 @@ class NvmlCollector:
         self.driver = self.nvml.driver_version()
         self.host = socket.gethostname()
 
-    def sample(self) -> Iterator[GpuSample]:
-        """One sample per GPU, all stamped with the same instant."""
+    def samples(self) -> Iterator[GpuSample]:
+        """One read: a sample per GPU, all stamped with the same instant."""
         now = datetime.now(UTC)
         for device in self.devices:
             metrics = device.metrics()

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from backend.db.connection import connect_url
 from backend.nvml import MIB, NA, Device, Nvml, NvmlUnavailable, hardware_evidence
 from backend.vm.signals.base import Reading, boot_time, utc_now
 
@@ -155,7 +156,7 @@ class GpuSignal:
         """This host's telemetry, or None when it never reported a GPU."""
         now = self.clock()
         try:
-            with psycopg.connect(self.database_url, row_factory=psycopg.rows.dict_row, connect_timeout=5) as conn:
+            with connect_url(self.database_url, connect_timeout=5) as conn:
                 gpus = latest_telemetry(conn, self.host, now - self.stale_after)
         except psycopg.Error as exc:
             return Reading(self.name, "unknown", f"GPU telemetry could not be read ({type(exc).__name__})")

@@ -1,11 +1,13 @@
-"""`stream-platform db migrate|status`."""
+"""`stream-platform db migrate|status`. Above `db` and `identity`: `migrate` also creates the first admin."""
 
 from __future__ import annotations
 
 import typer
 
 from backend.cli_support import console, friendly_errors, print_json
+from backend.config import get_settings
 from backend.db import migrate as migrations
+from backend.identity.bootstrap import bootstrap_admin
 
 app = typer.Typer(help="Database schema: migrate and inspect.", no_args_is_help=True)
 
@@ -13,10 +15,12 @@ app = typer.Typer(help="Database schema: migrate and inspect.", no_args_is_help=
 @app.command("migrate")
 @friendly_errors
 def migrate_cmd() -> None:
-    """Apply pending migrations (idempotent); picks the timescaledb or postgres profile on first run."""
+    """Apply pending migrations (idempotent); picks the timescaledb or postgres profile on first run. Then
+    creates the first admin from ADMIN_PASSWORD when no admin exists yet."""
     status = migrations.migrate()
     console.print(f"profile [bold]{status.profile}[/], schema version {status.version:04d}, "
                   f"{len(status.applied)} migrations applied, {len(status.pending)} pending")
+    console.print(bootstrap_admin(get_settings()).describe(), highlight=False)
 
 
 @app.command("status")

@@ -1,4 +1,8 @@
-"""`stream-platform users add|passwd|role|disable|enable|unlock|list`."""
+"""`stream-platform users add|passwd|role|disable|enable|unlock|list`.
+
+Above `identity` (not inside it): `cli_support`, which every area's CLI uses, resolves `--as USER` through
+`identity`, so `identity` cannot import `cli_support` back.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from backend.cli_support import acting_principal, console, friendly_errors, prin
 from backend.db import connect
 from backend.identity import users as service
 from backend.identity.passwords import generate_password
+from backend.identity.principal import parse_role
 
 app = typer.Typer(help="User accounts and roles (admin, operator, viewer).", no_args_is_help=True)
 
@@ -29,7 +34,7 @@ def add(
     generate: bool = typer.Option(False, "--generate", help="generate a password and print it once"),
 ) -> None:
     """Create a user; the password comes from stdin (or is generated and printed once)."""
-    parsed = service.parse_role(role)
+    parsed = parse_role(role)
     password, generated = _password(generate)
     with connect() as conn:
         user = service.add_user(conn, acting_principal(), name, parsed, password)
@@ -55,7 +60,7 @@ def passwd(name: str, generate: bool = typer.Option(False, "--generate")) -> Non
 def role(name: str, new_role: str = typer.Argument(..., metavar="ROLE")) -> None:
     """Change a user's role."""
     with connect() as conn:
-        user = service.set_role(conn, acting_principal(), name, service.parse_role(new_role))
+        user = service.set_role(conn, acting_principal(), name, parse_role(new_role))
     console.print(f"{user.name} is now {user.role}")
 
 

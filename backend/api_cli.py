@@ -1,4 +1,4 @@
-"""`stream-platform api serve` and `api tokens …`."""
+"""`stream-platform api serve` and `api tokens …`: above the areas, like the API application it serves."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def serve(
     settings = get_settings()
     backend_for(settings)  # a secrets store that cannot open (no key, unreachable project) stops us here, in one line
     uvicorn.run(
-        "backend.api.app:create_app",
+        "backend.api_app:create_app",  # by name: each worker process builds its own app
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
