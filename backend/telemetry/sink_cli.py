@@ -1,4 +1,4 @@
-"""`stream-platform pipeline sink | maintain | status`."""
+"""`stream-platform pipeline sink | rollup | maintain | status`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,23 @@ def _reasons(counts: dict[str, int]) -> str:
 
 
 @friendly_errors
+def rollup(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Materialize the pending 1m/1h rollups now (postgres profile). The sink does this on its own every
+    ROLLUP_MAX_DELAY_S / 2; run it after loading data without a sink, or to catch up at once."""
+    from backend.telemetry.sink.rollup_worker import materialize
+
+    report = materialize(get_settings())
+    if as_json:
+        print_json(report)
+        return
+    if report.skipped:
+        console.print("another rollup worker is running a pass (a sink): nothing done")
+        return
+    console.print(f"materialized {report.minutes} minutes and {report.hours} hours; "
+                  f"{report.pending} minutes still pending (open, or written meanwhile)")
+
+
+@friendly_errors
 def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Create the next days' partitions and apply RETENTION_*_DAYS (run daily)."""
     from backend.telemetry.sink.partitions import maintain as run_maintenance
@@ -40,6 +57,8 @@ def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
         return
     console.print(f"profile {report.profile}: {len(report.partitions_created)} partitions created, "
                   f"{len(report.partitions_dropped)} dropped")
+    for day, why in report.partitions_kept.items():
+        console.print(f"  kept {day}: {why}")
     for table, rows in report.rows_deleted.items():
         console.print(f"  {table}: {rows} expired rows deleted")
     for relation, days in report.policies.items():
@@ -75,6 +94,9 @@ if __name__ == "__main__":
     # (a sink container or a test starts seconds faster).
     import logging
 
+    from backend import settings_loader
+
+    settings_loader.install()
     logging.basicConfig(level=get_settings().log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     typer.run(sink)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from backend.telemetry.sink.partitions import ensure_partitions, existing_partitions, maintain
+from backend.telemetry.sink.writer import PostgresWriter
 from tests.telemetry_sink.contract import RAW, columns_of, rollup_columns
 
 
@@ -53,3 +54,16 @@ def test_maintain_creates_ahead_and_applies_retention(settings, db):
     assert report.rows_deleted == {"gpu_metrics_1m_state": 1, "gpu_metrics_1h_state": 1, "token_usage": 0}
     again = maintain(settings, today=today)
     assert again.partitions_created == again.partitions_dropped == [] and sum(again.rows_deleted.values()) == 0
+
+
+def test_writer_warm_up_connects_and_creates_partitions_before_the_first_batch(settings, db):
+    day = date(2031, 5, 17)
+    writer = PostgresWriter(settings)
+    try:
+        writer.warm_up({day})
+        assert writer.profile == "postgres" and day in existing_partitions(db)
+    finally:
+        writer.close()
+    unreachable = PostgresWriter(settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"}))
+    unreachable.warm_up({day})  # an outage at start-up is left for the first write to wait out
+    assert unreachable.profile is None

@@ -2,14 +2,15 @@
 
 The postgres profile partitions `gpu_metrics` by day (`gpu_metrics_pYYYYMMDD`, UTC days). The sink creates the
 partitions a batch needs before writing it; `stream-platform pipeline maintain` (run it daily, e.g. from cron or
-the demo) creates the next days ahead and applies the RETENTION_*_DAYS settings in both profiles.
+the demo) creates the next days ahead and applies the RETENTION_*_DAYS settings in both profiles. While archiving is
+on (ARCHIVE_URL), raw days go only when their verified archive still matches them (telemetry/archive.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -68,14 +69,29 @@ def ensure_partitions(conn: psycopg.Connection, days: Iterable[date]) -> list[da
     return created
 
 
-def drop_expired_partitions(conn: psycopg.Connection, keep_days: int, today: date | None = None) -> list[date]:
-    """Drop the daily partitions whose whole day lies before the retention window."""
+DropGuard = Callable[[psycopg.Connection, date], bool]
+
+
+def _lock_out_writers(conn: psycopg.Connection, guard: DropGuard | None) -> None:
+    """With a guard, block inserts until the drop commits, so the guard's answer still holds when the day goes.
+    (The drop would take the table's exclusive lock anyway; taking it first also rules out a deadlock with a sink
+    writing a late sample into that very day.)"""
+    if guard is not None:
+        conn.execute("LOCK TABLE gpu_metrics IN SHARE MODE")
+
+
+def drop_expired_partitions(conn: psycopg.Connection, keep_days: int, today: date | None = None,
+                            guard: DropGuard | None = None) -> list[date]:
+    """Drop the daily partitions whose whole day lies before the retention window (and that `guard` allows)."""
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days)
     dropped: list[date] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        for day in sorted(existing_partitions(conn)):
-            if day + timedelta(days=1) <= cutoff:
+        expired = [day for day in sorted(existing_partitions(conn)) if day + timedelta(days=1) <= cutoff]
+        if expired:
+            _lock_out_writers(conn, guard)
+        for day in expired:
+            if guard is None or guard(conn, day):
                 conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(day))))
                 dropped.append(day)
     if dropped:
@@ -88,6 +104,7 @@ class MaintenanceReport:
     profile: str
     partitions_created: list[date] = field(default_factory=list)
     partitions_dropped: list[date] = field(default_factory=list)
+    partitions_kept: dict[date, str] = field(default_factory=dict)  # expired, kept while not archived: why
     rows_deleted: dict[str, int] = field(default_factory=dict)
     policies: dict[str, int] = field(default_factory=dict)
 
@@ -108,22 +125,49 @@ _POSTGRES_RETENTION = (
 def maintain(settings: Settings | None = None, today: date | None = None) -> MaintenanceReport:
     """Partitions ahead and retention from settings (postgres), or retention policies from settings (timescaledb).
     Token usage is billing data: it is kept as long as the hourly rollups."""
+    from backend.telemetry.archive import retention_guard  # pyarrow: loaded for upkeep, not by every sink
+
     settings = settings or get_settings()
     today = today or datetime.now(UTC).date()
+    guard = retention_guard(settings)
     with connect(settings, autocommit=True) as conn:
         report = MaintenanceReport(profile_of(conn))
         if report.profile == "timescaledb":
             for relation, setting in _TIMESCALE_RETENTION:
                 days = getattr(settings, setting)
                 conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
+                if guard is not None and relation == "gpu_metrics":
+                    continue  # a policy would drop unarchived chunks: drop them here, day by day
                 conn.execute("SELECT add_retention_policy(%s, %s::interval)", (relation, f"{days} days"))
                 report.policies[relation] = days
+            if guard is not None:
+                report.partitions_dropped = _drop_archived_chunks(conn, settings.retention_raw_days, today, guard)
+                report.partitions_kept = guard.refused
             return report
         report.partitions_created = ensure_partitions(conn, (today + timedelta(days=i) for i in range(AHEAD_DAYS + 1)))
-        report.partitions_dropped = drop_expired_partitions(conn, settings.retention_raw_days, today)
+        report.partitions_dropped = drop_expired_partitions(conn, settings.retention_raw_days, today, guard)
+        report.partitions_kept = guard.refused if guard is not None else {}
         for table, column, setting in _POSTGRES_RETENTION:
             cutoff = _midnight(today - timedelta(days=getattr(settings, setting)))
             cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(table),
                                                                               sql.Identifier(column)), (cutoff,))
             report.rows_deleted[table] = cur.rowcount
     return report
+
+
+def _drop_archived_chunks(conn: psycopg.Connection, keep_days: int, today: date, guard: DropGuard) -> list[date]:
+    """timescaledb profile with archiving on: drop the one-day chunks of expired days that the guard allows."""
+    from backend.telemetry.archive import days_with_data  # as in maintain
+
+    dropped: list[date] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        expired = days_with_data(conn, today - timedelta(days=keep_days))
+        if expired:
+            _lock_out_writers(conn, guard)
+        for day in expired:
+            if guard(conn, day):
+                conn.execute("SELECT drop_chunks('gpu_metrics', older_than => %s::timestamptz, "
+                             "newer_than => %s::timestamptz)", (_midnight(day + timedelta(days=1)), _midnight(day)))
+                dropped.append(day)
+    return dropped
