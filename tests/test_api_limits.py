@@ -73,7 +73,7 @@ def test_big_unauthenticated_bodies_are_refused_unread_and_memory_stays_flat(set
     api = ApiProcess(env={"DATABASE_URL": settings.database_url}, log_path=tmp_path / "api.log")
     api.start()
     try:
-        pid = api._proc.pid  # the server process whose memory we watch
+        pid = api.pid  # the server process whose memory we watch
         assert _chunked_post(api.port, PRICES, 1024, b"0," * 512) == 401  # warm up: small bodies are read as before
         before = _peak_rss_kib(pid)
         with socket.create_connection(("127.0.0.1", api.port), timeout=30) as sock:
