@@ -28,7 +28,7 @@ resource "google_compute_backend_service" "console" {
   timeout_sec           = 3600 # Streamlit keeps a websocket open
   health_checks         = [google_compute_health_check.console.id]
   backend {
-    group = google_compute_instance_group_manager.gpu.instance_group
+    group = google_compute_instance_group.gpu.self_link
   }
 }
 

@@ -5,48 +5,47 @@ locals {
   # Google front ends and health checkers (load balancer back ends and health checks).
   google_health_check_ranges = ["130.211.0.0/22", "35.191.0.0/16"]
   network_tag                = "${var.name}-vm"
+  instance_names             = [for i in range(var.instance_count) : format("%s-%02d", var.name, i + 1)]
+  runtime_roles              = ["roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/artifactregistry.reader"]
 }
 
-# --- identity: a service account with the least it needs -------------------------------------------------
+# --- identity: one service account per VM, with the least it needs ------------------------------------------
+# Each VM has its own account, so the auto-shutdown agent's stop permission covers its own instance and no other.
 resource "google_service_account" "vm" {
-  account_id   = "${var.name}-vm"
-  display_name = "Stream Platform VM"
+  for_each     = toset(local.instance_names)
+  account_id   = each.value
+  display_name = "Stream Platform VM ${each.value}"
 }
 
-resource "google_project_iam_member" "log_writer" {
+resource "google_project_iam_member" "runtime" {
+  for_each = {
+    for pair in setproduct(local.instance_names, local.runtime_roles) : "${pair[0]} ${pair[1]}" => {
+      instance = pair[0]
+      role     = pair[1]
+    }
+  }
   project = var.project_id
-  role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.vm.email}"
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.vm[each.value.instance].email}"
 }
 
-resource "google_project_iam_member" "metric_writer" {
-  project = var.project_id
-  role    = "roles/monitoring.metricWriter"
-  member  = "serviceAccount:${google_service_account.vm.email}"
-}
-
-resource "google_project_iam_member" "image_reader" {
-  project = var.project_id
-  role    = "roles/artifactregistry.reader"
-  member  = "serviceAccount:${google_service_account.vm.email}"
-}
-
-# The auto-shutdown agent stops its own instance: a custom role with get+stop, limited by condition to the
-# platform's instances.
+# The auto-shutdown agent stops its own instance: a custom role with get+stop, bound per VM with a condition that
+# names that VM exactly.
 resource "google_project_iam_custom_role" "self_stop" {
   role_id     = replace("${var.name}_self_stop", "-", "_")
   title       = "Stream Platform self stop"
-  description = "Lets the auto-shutdown agent read and stop platform instances."
+  description = "Lets the auto-shutdown agent read and stop its own instance."
   permissions = ["compute.instances.get", "compute.instances.stop"]
 }
 
 resource "google_project_iam_member" "self_stop" {
-  project = var.project_id
-  role    = google_project_iam_custom_role.self_stop.id
-  member  = "serviceAccount:${google_service_account.vm.email}"
+  for_each = toset(local.instance_names)
+  project  = var.project_id
+  role     = google_project_iam_custom_role.self_stop.id
+  member   = "serviceAccount:${google_service_account.vm[each.value].email}"
   condition {
-    title      = "platform-instances-only"
-    expression = "resource.name.startsWith(\"projects/${var.project_id}/zones/${var.zone}/instances/${var.name}-\")"
+    title      = "own-instance-only"
+    expression = "resource.name == \"projects/${var.project_id}/zones/${var.zone}/instances/${each.value}\""
   }
 }
 
@@ -60,26 +59,37 @@ resource "google_secret_manager_secret" "runtime" {
   }
 }
 
+# Access to each secret, never `list`: startup.sh reads the ids named in the instance metadata.
 resource "google_secret_manager_secret_iam_member" "runtime_accessor" {
-  for_each  = google_secret_manager_secret.runtime
-  secret_id = each.value.id
+  for_each = {
+    for pair in setproduct(local.instance_names, var.secret_ids) : "${pair[0]} ${pair[1]}" => {
+      instance = pair[0]
+      secret   = pair[1]
+    }
+  }
+  secret_id = google_secret_manager_secret.runtime[each.value.secret].id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.vm.email}"
+  member    = "serviceAccount:${google_service_account.vm[each.value.instance].email}"
 }
 
-# --- compute: GPU instance template and managed instance group -----------------------------------------
-resource "google_compute_instance_template" "gpu" {
-  name_prefix  = "${var.name}-"
+# --- compute: GPU instances ----------------------------------------------------------------------------------
+# Plain instances, not a managed instance group: a group repairs instances stopped outside it, which would undo
+# every auto-shutdown, and all its instances share one service account.
+resource "google_compute_instance" "gpu" {
+  for_each     = toset(local.instance_names)
+  name         = each.value
+  zone         = var.zone
   machine_type = var.machine_type
   tags         = [local.network_tag]
   labels       = local.labels
 
-  disk {
-    source_image = var.boot_image
-    disk_size_gb = var.boot_disk_gb
-    disk_type    = "pd-balanced"
-    boot         = true
-    auto_delete  = true
+  boot_disk {
+    auto_delete = true
+    initialize_params {
+      image = var.boot_image
+      size  = var.boot_disk_gb
+      type  = "pd-balanced"
+    }
   }
 
   network_interface {
@@ -104,7 +114,7 @@ resource "google_compute_instance_template" "gpu" {
   }
 
   service_account {
-    email  = google_service_account.vm.email
+    email  = google_service_account.vm[each.value].email
     scopes = ["cloud-platform"]
   }
 
@@ -113,10 +123,12 @@ resource "google_compute_instance_template" "gpu" {
     startup-script         = file("${path.module}/../scripts/startup.sh")
     platform-image         = var.container_image
     platform-secret-prefix = "${var.name}-"
+    platform-secret-ids    = join(",", var.secret_ids)
   }
 
+  # The agent stops idle VMs; an apply must not start them again.
   lifecycle {
-    create_before_destroy = true
+    ignore_changes = [desired_status]
   }
 }
 
@@ -128,24 +140,15 @@ resource "google_compute_health_check" "console" {
   }
 }
 
-resource "google_compute_instance_group_manager" "gpu" {
-  name               = "${var.name}-mig"
-  zone               = var.zone
-  base_instance_name = var.name
-  target_size        = var.instance_count
-
-  version {
-    instance_template = google_compute_instance_template.gpu.id
-  }
+# The load balancer's back end: the VMs, with the console's named port.
+resource "google_compute_instance_group" "gpu" {
+  name      = "${var.name}-vms"
+  zone      = var.zone
+  instances = [for vm in google_compute_instance.gpu : vm.self_link]
 
   named_port {
     name = "console"
     port = 8501
-  }
-
-  auto_healing_policies {
-    health_check      = google_compute_health_check.console.id
-    initial_delay_sec = 600
   }
 }
 
@@ -170,7 +173,20 @@ resource "google_compute_firewall" "console" {
   target_tags   = [local.network_tag]
   allow {
     protocol = "tcp"
-    ports    = ["8501", "8080"]
+    ports    = ["8501"]
+  }
+}
+
+# The API is for people and tools, never behind the load balancer: IAP and the allowed sources only.
+resource "google_compute_firewall" "api" {
+  name          = "${var.name}-allow-api"
+  network       = var.network
+  direction     = "INGRESS"
+  source_ranges = concat([local.iap_range], var.allowed_console_cidrs)
+  target_tags   = [local.network_tag]
+  allow {
+    protocol = "tcp"
+    ports    = ["8080"]
   }
 }
 
@@ -183,17 +199,5 @@ resource "google_compute_firewall" "ssh_iap" {
   allow {
     protocol = "tcp"
     ports    = ["22"]
-  }
-}
-
-resource "google_compute_firewall" "health_checks" {
-  name          = "${var.name}-allow-health-checks"
-  network       = var.network
-  direction     = "INGRESS"
-  source_ranges = local.google_health_check_ranges
-  target_tags   = [local.network_tag]
-  allow {
-    protocol = "tcp"
-    ports    = ["8501"]
   }
 }

@@ -1,11 +1,16 @@
-output "service_account_email" {
-  description = "The VMs' service account."
-  value       = google_service_account.vm.email
+output "service_accounts" {
+  description = "Each VM's own service account, by VM name."
+  value       = { for name, account in google_service_account.vm : name => account.email }
+}
+
+output "instances" {
+  description = "The GPU VMs by name, with their zone."
+  value       = { for name, vm in google_compute_instance.gpu : name => vm.zone }
 }
 
 output "instance_group" {
-  description = "The managed instance group of GPU VMs."
-  value       = google_compute_instance_group_manager.gpu.instance_group
+  description = "The unmanaged instance group of the GPU VMs (the load balancer's back end)."
+  value       = google_compute_instance_group.gpu.self_link
 }
 
 output "secret_ids" {

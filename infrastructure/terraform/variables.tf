@@ -62,7 +62,7 @@ variable "gpu_count" {
 }
 
 variable "instance_count" {
-  description = "Instances in the managed instance group."
+  description = "GPU VMs to create (named NAME-01, NAME-02, …), each with its own service account."
   type        = number
   default     = 1
   validation {
