@@ -21,7 +21,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 nginx \
     && useradd --system --uid 10001 --gid nginx --home-dir /var/lib/nginx --shell /usr/sbin/nologin nginx \
     && chown -R nginx:nginx /var/lib/nginx
-COPY infrastructure/scripts/nginx-rtmp.conf /etc/nginx/nginx.conf.template
+COPY backend/streams/nginx-rtmp.conf /etc/nginx/nginx.conf.template
 # The same uid as the app image's user: the config that `stream-platform streams nginx-config` renders holds the
 # callback token, so it is readable by its owner only. It keeps pid and temp files under /var/lib/nginx, which
 # this user owns; RTMP (1935) and stat/control (8088) are unprivileged ports.
@@ -63,11 +63,7 @@ RUN groupadd --system --gid 10001 app \
     && install -d -o app -g app -m 0755 /rendered
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /project /tmp/project
-# `streams nginx-config` reads its template from infrastructure/scripts/ beside the installed package.
-COPY infrastructure/scripts/nginx-rtmp.conf /tmp/project/
 RUN pip install --no-cache-dir --no-deps /tmp/project/*.whl \
-    && install -D -m 0644 /tmp/project/nginx-rtmp.conf \
-        "$(python -c 'from backend.streams.nginx_config import TEMPLATE; print(TEMPLATE)')" \
     && rm -rf /tmp/project
 WORKDIR /app
 COPY --chown=app:app app ./app

@@ -16,6 +16,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, get_type_hints
 
+import psycopg
 import typer
 from pydantic import BaseModel
 from rich.console import Console
@@ -48,6 +49,9 @@ def friendly_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (PlatformError, PermissionDenied) as exc:
             fail(str(exc))
+        except psycopg.OperationalError as exc:  # the database is down or refuses us: say so, no traceback
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            fail(f"the database cannot be reached: {first_line}")
 
     return wrapper  # type: ignore[return-value]
 

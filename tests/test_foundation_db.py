@@ -132,3 +132,12 @@ def test_two_migrations_with_one_version_are_refused(tmp_path, monkeypatch):
     _package_of_migrations(tmp_path, monkeypatch, {"0002_one.sql": "SELECT 1;\n", "0002_two.sql": "SELECT 2;\n"})
     with pytest.raises(RuntimeError, match="two migrations share version 0002"):
         discover("postgres")
+
+
+def test_an_unreachable_database_is_one_line_for_any_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"postgresql:///x?host={tmp_path}&connect_timeout=2")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["streams", "nginx-config", "-o", str(tmp_path / "nginx.conf")])
+    get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert result.output.startswith("error: the database cannot be reached: ") and "Traceback" not in result.output

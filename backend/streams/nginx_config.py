@@ -1,4 +1,4 @@
-"""Render the nginx-rtmp configuration from `infrastructure/scripts/nginx-rtmp.conf`, and check any config for the
+"""Render the nginx-rtmp configuration from `backend/streams/nginx-rtmp.conf`, and check any config for the
 settings that quietly break stream authentication (public stat/control, GET notify, several workers, https
 callbacks, access logs that record keys)."""
 
@@ -15,7 +15,7 @@ from backend.errors import InvalidInput
 from backend.streams.keys import valid_name
 from backend.streams.pepper import valid_callback_token
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "infrastructure" / "scripts" / "nginx-rtmp.conf"
+TEMPLATE = Path(__file__).with_name("nginx-rtmp.conf")  # package data: installed with the code
 MODULE_PATH = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 TOKEN_PARAM = "token"  # the callback URLs' query argument that carries the callback token
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
