@@ -329,14 +329,14 @@ def test_startup_reads_only_the_named_secrets_and_installs_both_units(tmp_path: 
     """Defect 3: the VM's account may access each secret but not list them; listing stopped the script (set -e)
     before it installed the auto-shutdown agent."""
     vm = FakeVm(secrets={"database-url": "postgresql://db.internal/platform", "admin-password": "first admin pw",
-                         "rtmp-key-pepper": None})
+                         "stream-key-pepper": None})
     run = run_startup(vm, tmp_path)
     assert run.returncode == 0, run.output
     assert not [r for r in run.requests if r.split("?")[0].endswith("/secrets")]  # never listed
     assert run.env_file.read_text().splitlines() == ["DATABASE_URL=postgresql://db.internal/platform",
                                                      "ADMIN_PASSWORD=first admin pw"]
     assert run.env_file.stat().st_mode & 0o777 == 0o600
-    assert "stream-platform-rtmp-key-pepper has no enabled version" in "\n".join(run.calls)
+    assert "stream-platform-stream-key-pepper has no enabled version" in "\n".join(run.calls)
     assert "first admin pw" not in run.output + "\n".join(run.calls)
     assert set(run.units) == {"stream-platform-collector", "stream-platform-autoshutdown"}
     assert "systemctl restart stream-platform-autoshutdown.service" in run.calls

@@ -114,7 +114,7 @@ variable "allowed_console_cidrs" {
 variable "secret_ids" {
   description = "Secret Manager secrets the platform reads at runtime (values are added out of band, never through Terraform)."
   type        = list(string)
-  default     = ["database-url", "admin-password", "rtmp-key-pepper", "kafka-sasl-password"]
+  default     = ["database-url", "admin-password", "stream-key-pepper", "streams-callback-token", "kafka-sasl-password"]
 }
 
 variable "enable_https_lb" {
