@@ -14,7 +14,7 @@ from backend.audit import entries
 from backend.cli import app as cli
 from backend.costs.catalog import list_prices, set_price
 from backend.costs.projection import month_projection
-from backend.costs.savings import StoppedInterval, savings
+from backend.costs.savings import savings_ledger
 from backend.costs.spend import cost_summary
 from backend.costs.tokens import token_costs
 from backend.errors import InvalidInput
@@ -129,23 +129,21 @@ def test_month_end_projection(settings, db):
     assert week.run_rate_usd_per_day == pytest.approx(24.0) and week.projected_month_usd == pytest.approx(528.0)
 
 
-def test_savings_from_stopped_hosts(usage, db):
+def test_savings_ledger_prices_stopped_gpus_at_the_price_of_each_moment(usage, db):
     set_price(db, SYSTEM, H100, "on_demand", Decimal("20"), effective_from=T0 + timedelta(minutes=30))
-    window = (T0, T0 + timedelta(hours=3, minutes=30))
-    stopped = [
-        StoppedInterval("n2", T0, T0 + timedelta(hours=3)),
-        StoppedInterval("n2", T0 + timedelta(hours=2), T0 + timedelta(hours=4)),  # overlaps: counted once
-        StoppedInterval("n1", T0 - timedelta(hours=1), T0 + timedelta(hours=1)),  # clipped to the window
-        StoppedInterval("n9", T0, T0 + timedelta(hours=1)),  # unknown host: no GPUs, saves nothing
-    ]
-    result = savings(db, *window, stopped)
-    hosts = {h.host: h for h in result.hosts}
-    # n2: 3.5 h × 2 GPUs; only B (L4, $1) is priced
-    assert (hosts["n2"].saved_gpu_hours, hosts["n2"].unpriced_gpu_hours) == (7.0, pytest.approx(3.5))
-    assert hosts["n2"].saved_usd == pytest.approx(3.5)
+    for host, stopped, started in (("n2", T0, T0 + timedelta(hours=3)),
+                                   ("n1", T0 - timedelta(hours=1), T0 + timedelta(hours=1)),  # clipped to T0
+                                   ("n9", T0, T0 + timedelta(hours=1))):  # unknown host: no GPUs, saves nothing
+        db.execute("INSERT INTO vm_events (host, at, kind) VALUES (%s, %s, 'stopped'), (%s, %s, 'booted')",
+                   (host, stopped, host, started))
+    result = savings_ledger(db, T0, T0 + timedelta(hours=3, minutes=30), now=T0 + timedelta(days=1))
+    rows = {r.host: r for r in result.rows}
+    # n2: 3 h × 2 GPUs; only B (L4, $1) is priced
+    assert (rows["n2"].saved_gpu_hours, rows["n2"].unpriced_gpu_hours) == (6.0, pytest.approx(3.0))
+    assert rows["n2"].saved_usd == pytest.approx(3.0)
     # n1: 0.5 h at $10 then 0.5 h at $20
-    assert hosts["n1"].saved_usd == pytest.approx(15.0) and hosts["n9"].gpus == 0
-    assert result.saved_usd == pytest.approx(18.5) and result.saved_gpu_hours == pytest.approx(8.0)
+    assert rows["n1"].saved_usd == pytest.approx(15.0) and rows["n9"].gpus == 0
+    assert result.saved_usd == pytest.approx(18.0) and result.saved_gpu_hours == pytest.approx(7.0)
 
 
 def test_catalog_is_seeded_editable_by_admins_and_audited(db):

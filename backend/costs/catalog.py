@@ -116,3 +116,39 @@ def set_price(
                      outcome="ok", detail={"usd_per_gpu_hour": str(amount), "effective_from": start.isoformat(),
                                            "replaced": current["id"] if current else None})
     return Price(**row)
+
+
+@dataclass(frozen=True)
+class VmPrice:
+    host: str
+    usd_per_hour: Decimal
+    """What the VM costs per hour beyond its GPUs (vCPU, memory, disk)."""
+    source: str
+    updated_by: str
+    updated_at: datetime
+
+
+def list_vm_prices(conn: psycopg.Connection) -> list[VmPrice]:
+    return [VmPrice(**r) for r in conn.execute(
+        "SELECT host, usd_per_hour, source, updated_by, updated_at FROM vm_prices ORDER BY host")]
+
+
+def set_vm_price(conn: psycopg.Connection, actor: Principal, host: str, usd_per_hour: Decimal, *,
+                 source: str = "") -> VmPrice:
+    """Set a VM's hourly price beyond its GPUs (admin only, audited); savings add it to the GPU price."""
+    require_role(actor, Role.admin, "edit VM prices")
+    host = host.strip()
+    if not 1 <= len(host) <= 253:
+        raise InvalidInput("host must be 1-253 characters, as the agent and the GPU inventory name it")
+    amount = parse_amount(usd_per_hour)
+    with conn.transaction():
+        row = conn.execute(
+            """INSERT INTO vm_prices (host, usd_per_hour, source, updated_by) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (host) DO UPDATE SET usd_per_hour = EXCLUDED.usd_per_hour, source = EXCLUDED.source,
+                   updated_by = EXCLUDED.updated_by, updated_at = now()
+               RETURNING host, usd_per_hour, source, updated_by, updated_at""",
+            (host, amount, source.strip(), actor.name),
+        ).fetchone()
+        audit.record(conn, actor=actor.name, area="costs", action="vm_price.set", target=host, outcome="ok",
+                     detail={"usd_per_hour": str(amount)})
+    return VmPrice(**row)

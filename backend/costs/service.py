@@ -1,5 +1,5 @@
 """What the console and the CLI call for costs: spend summaries, $/1M tokens, the month-end projection and the price
-catalog. Viewers read; admins set prices (audited). Auto-shutdown savings come from `backend.vm.service`.
+catalog, the savings ledger of auto-shutdown and cost per stream. Viewers read; admins set prices (audited).
 
 The idle threshold defaults to COST_IDLE_UTIL_THRESHOLD; the console passes the one its user picked.
 """
@@ -10,12 +10,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from backend.config import Settings, get_settings
-from backend.costs import catalog, projection, spend, tokens
-from backend.costs.catalog import Price
+from backend.costs import catalog, projection, savings, spend, stream_costs, tokens
+from backend.costs.catalog import Price, VmPrice
 from backend.costs.projection import MonthProjection
+from backend.costs.savings import SavingsLedger
 from backend.costs.spend import CostSummary
+from backend.costs.stream_costs import StreamCosts
 from backend.costs.tokens import TokenCost
 from backend.db.connection import query_connection
+from backend.errors import InvalidInput
 from backend.identity.principal import Principal, Role, require_role
 
 
@@ -64,3 +67,40 @@ def set_price(principal: Principal, gpu_model: str, pricing_kind: str, usd_per_g
     with query_connection(settings) as conn:
         return catalog.set_price(conn, principal, gpu_model, kind, amount, effective_from=effective_from,
                                  source=source)
+
+
+def list_vm_prices(principal: Principal, *, settings: Settings | None = None) -> list[VmPrice]:
+    """Every VM's hourly price beyond its GPUs."""
+    require_role(principal, Role.viewer, "view VM prices")
+    with query_connection(settings) as conn:
+        return catalog.list_vm_prices(conn)
+
+
+def set_vm_price(principal: Principal, host: str, usd_per_hour: str | float | Decimal, *, source: str = "",
+                 settings: Settings | None = None) -> VmPrice:
+    """Set a VM's hourly price beyond its GPUs (admin, audited)."""
+    require_role(principal, Role.admin, "edit VM prices")
+    amount = catalog.parse_amount(usd_per_hour)
+    with query_connection(settings) as conn:
+        return catalog.set_vm_price(conn, principal, host, amount, source=source)
+
+
+def savings_ledger(principal: Principal, start: datetime, end: datetime, *, horizon_hours: float | None = None,
+                   settings: Settings | None = None) -> SavingsLedger:
+    """What auto-shutdown saved in [start, end): the ledger of real stops (dry runs apart), by VM and by day.
+    The horizon defaults to SAVINGS_HORIZON_HOURS."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "view auto-shutdown savings")
+    hours = settings.savings_horizon_hours if horizon_hours is None else horizon_hours
+    if not 1 / 60 <= hours <= 24 * 366:
+        raise InvalidInput("the savings horizon must be between one minute and 8784 hours")
+    with query_connection(settings) as conn:
+        return savings.savings_ledger(conn, start, end, horizon=timedelta(hours=hours))
+
+
+def stream_costs_of(principal: Principal, start: datetime, end: datetime, *, group_by: str = "stream",
+                    settings: Settings | None = None) -> StreamCosts:
+    """Cost per stream session in [start, end), grouped by stream, key, owner, host or label:<name>."""
+    require_role(principal, Role.viewer, "view stream costs")
+    with query_connection(settings) as conn:
+        return stream_costs.stream_costs(conn, start, end, group_by=group_by)
