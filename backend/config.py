@@ -159,9 +159,14 @@ class Settings(BaseSettings):
     streams_callback_synchronous_commit: bool = False
     streams_callback_token: SecretStr | None = None
     streams_callback_allowed_nets: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    streams_host: str | None = None
+    """The VM (host, as in the GPU inventory) whose nginx-rtmp calls these callbacks: stream costs bind to it."""
+    streams_schedule_lead_seconds: float = Field(default=600, ge=0)
 
     # -- costs ----------------------------------------------------------------------------------------
     cost_idle_util_threshold: float = Field(default=5.0, ge=0, le=100)
+    savings_horizon_hours: float = Field(default=24.0, ge=1 / 60, le=24 * 366)
+    """An auto-stop counts as saving until the next start or this many hours, whichever comes first."""
 
     # -- logging --------------------------------------------------------------------------------------
     log_level: str = "INFO"

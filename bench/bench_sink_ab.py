@@ -1,38 +1,77 @@
 """Benchmark: the sink of the working tree against the sink of an earlier revision, interleaved, in one run.
 
-Both sides drain the same pre-produced topic (simulator samples, 12 partitions, a fresh tansu broker) into their
-own fresh database, each in its own process, alternating round by round so that load on a shared machine hits both;
-then both are measured for produce → visible latency at a steady rate (bench_sink.bench_latency of each tree).
+Each side gets its own template database migrated by its own tree's migrations. Both drain the same pre-produced
+topic (simulator samples, 12 partitions, a fresh tansu broker) into a fresh copy of their template, round by round
+and alternating, so that load on a shared machine hits both: the whole sink process (`python -m
+backend.telemetry.sink_cli --until-idle 1`, run in that tree) from spawn to exit, its busy rate (first message to
+last commit), spawn → first stored row and the group-join wait. The working tree's rollups are then caught up
+(`materialize`), which the earlier tree did inside its batches. Each round also measures the same-run
+baselines: raw binary COPY of the same rows into `gpu_metrics` and (first round) quix-streams' PostgreSQLSink as a
+whole process. Then both trees are measured for produce → visible latency at a steady rate (bench_sink.bench_latency
+of each tree), next to the broker alone; the end prints the issue's goal table for both.
 
     .venv/bin/python bench/bench_sink_ab.py --before <git revision> [--samples 100000] [--rounds 3]
-        [--latency-rounds 2] [--rate 20000] [--seconds 10]
+        [--latency-rounds 2] [--rate 20000] [--seconds 10] [--skip-quix]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_sink  # noqa: E402
 
-_DRAIN = ("import sys; sys.path.insert(0, sys.argv[1]); from backend.telemetry.sink.consumer import Sink; "
-          "s = Sink(until_idle=3.0).run(); print('RESULT', round(s.messages_per_s), s.metrics_written)")
+from backend.config import Settings  # noqa: E402
+from backend.telemetry.sink.rollup_worker import materialize  # noqa: E402
+
+_MIGRATE = ("import sys; sys.path.insert(0, sys.argv[1]); from backend.config import Settings; "
+            "from backend.db.migrate import migrate; "
+            "migrate(Settings(database_url=sys.argv[2], db_profile='postgres'))")
 _LATENCY = ("import sys; sys.path.insert(0, sys.argv[1] + '/bench'); import bench_sink as b; "
             "r = b.bench_latency(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])); "
             "print('RESULT', r['p50_ms'], r['p99_ms'], r['stored'], r['samples'])")
 
 
-def result(args: list[str], cwd: str, env: dict[str, str] | None = None) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", *args], cwd=cwd, env=env, capture_output=True, text=True)
+class Templates:
+    """One template database per tree, migrated by that tree; fresh copies of it per round."""
+
+    def __init__(self, admin_url: str, trees: dict[str, str]) -> None:
+        self.admin_url = admin_url
+        self.names = {name: self._create() for name in trees}
+        for name, tree in trees.items():
+            subprocess.run([sys.executable, "-c", _MIGRATE, tree, self.url(self.names[name])], cwd=tree, check=True,
+                           capture_output=True)
+
+    def url(self, database: str) -> str:
+        return psycopg.conninfo.make_conninfo(self.admin_url, dbname=database)
+
+    def _create(self, template: str | None = None) -> str:
+        name = f"ab_{uuid.uuid4().hex[:8]}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(statement)
+        return name
+
+    def fresh(self, tree_name: str) -> str:
+        return self.url(self._create(self.names[tree_name]))
+
+
+def result(args: list[str], cwd: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", *args], cwd=cwd, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
     if not lines:
         raise RuntimeError(f"no result from {cwd}: {out.stderr[-2000:]}")
@@ -47,6 +86,7 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=2)
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--skip-quix", action="store_true")
     args = parser.parse_args()
 
     old = tempfile.mkdtemp(prefix="sink-ab-")
@@ -56,30 +96,76 @@ def main() -> None:
     trees = {"before": old, "after": str(ROOT)}
 
     with bench_sink.stack() as (admin_url, bootstrap):
-        dbs = bench_sink.Databases(admin_url)
+        templates = Templates(admin_url, trees)
         topic = f"bench.ab.{uuid.uuid4().hex[:6]}"
-        base = bench_sink.settings_for(dbs.url(dbs.create()), bootstrap, topic, "unused")
-        bench_sink.produce_all(base, bench_sink.simulated(args.samples))
-        rates: dict[str, list[int]] = {name: [] for name in trees}
+        base = bench_sink.settings_for(templates.fresh("after"), bootstrap, topic, "unused")
+        samples = bench_sink.simulated(args.samples)
+        bench_sink.produce_all(base, samples)
+        walls: dict[str, list[float]] = {name: [] for name in trees}
+        busy: dict[str, list[float]] = {name: [] for name in trees}
+        first: dict[str, list[float]] = {name: [] for name in trees}
+        joins: dict[str, list[float]] = {name: [] for name in trees}
+        copies: list[float] = []
+        quix_wall = None
         for round_ in range(args.rounds):
+            copies.append(bench_sink.bench_copy(templates.fresh("after"), samples))
+            print(f"copy        raw binary COPY round {round_}: {copies[-1]:>8,.0f} rows/s", flush=True)
+            if round_ == 0 and not args.skip_quix:
+                quix = base.model_copy(update={"database_url": templates.fresh("after"),
+                                               "kafka_group_id": f"{topic}.quix"})
+                run, rate, stored = bench_sink.bench_quix_process(quix, args.samples)
+                quix_wall = run.wall_s
+                print(f"quix        whole process: {args.samples / run.wall_s:>8,.0f} samples/s spawn to exit "
+                      f"({run.wall_s:.1f} s; {rate:,.0f}/s from its first message; {stored:,} stored)", flush=True)
             for name, tree in trees.items():
-                env = dict(os.environ, DATABASE_URL=dbs.url(dbs.create()), KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                           TELEMETRY_TOPIC=topic, TOKEN_USAGE_TOPIC=base.token_usage_topic, DLQ_TOPIC=base.dlq_topic,
-                           DB_PROFILE="postgres", KAFKA_GROUP_ID=f"{topic}.{name}{round_}",
-                           SECRETS_ENV_FILE="/nonexistent", LOG_LEVEL="WARNING")
-                rate, written = map(int, result([_DRAIN, tree], tree, env))
-                rates[name].append(rate)
-                print(f"throughput  {name:<6} round {round_}: {rate:>8,} samples/s ({written:,} stored)", flush=True)
+                settings = base.model_copy(update={"database_url": templates.fresh(name),
+                                                   "kafka_group_id": f"{topic}.{name}{round_}"})
+                command = [sys.executable, "-m", "backend.telemetry.sink_cli", "--until-idle", "1"]
+                run = bench_sink.run_process(command, Path(tree), bench_sink.sink_process_env(settings),
+                                             settings.database_url)
+                catch_up = 0.0
+                if name == "after":
+                    started = time.perf_counter()
+                    materialize(Settings(database_url=settings.database_url))
+                    catch_up = time.perf_counter() - started
+                walls[name].append(run.wall_s + catch_up)
+                busy[name].append(run.busy_rate())
+                first[name].append(run.first_row_s - run.join_s)
+                joins[name].append(run.join_s)
+                print(f"drain       {name:<6} round {round_}: {args.samples / run.wall_s:>8,.0f} samples/s spawn to "
+                      f"exit ({run.wall_s:.1f} s, rollups caught up {catch_up:.1f} s later), "
+                      f"{run.busy_rate():>8,.0f}/s while busy, first row {run.first_row_s:.2f} s "
+                      f"(group join {run.join_s:.2f} s), {bench_sink.count(settings.database_url):,} stored",
+                      flush=True)
+        p99s: dict[str, list[float]] = {name: [] for name in trees}
+        floors: list[float] = []
         for round_ in range(args.latency_rounds):
+            floors.append(bench_sink.bench_broker_latency(bootstrap, args.rate, args.seconds)["p99_ms"])
+            print(f"latency     broker alone round {round_}: p99 {floors[-1]:.0f} ms", flush=True)
             for name, tree in trees.items():
                 p50, p99, stored, sent = result(
-                    [_LATENCY, tree, dbs.url(dbs.create()), bootstrap, str(args.rate), str(args.seconds)], tree)
+                    [_LATENCY, tree, templates.fresh(name), bootstrap, str(args.rate), str(args.seconds)], tree)
+                p99s[name].append(float(p99))
                 print(f"latency     {name:<6} round {round_} at {args.rate:,}/s: p50 {float(p50):.0f} ms, "
                       f"p99 {float(p99):.0f} ms ({stored}/{sent} stored)", flush=True)
 
-    before, after = statistics.median(rates["before"]), statistics.median(rates["after"])
-    print(f"\nthroughput medians: before {before:,.0f}, after {after:,.0f} samples/s; "
-          f"after/before {after / before:.2f}")
+    med = statistics.median
+    copy = med(copies)
+    print(f"\ngoal table (medians of this run; raw COPY {copy:,.0f} rows/s, broker alone p99 {med(floors):.0f} ms"
+          + (f", quix whole process {quix_wall:.1f} s" if quix_wall else "") + "):")
+    print(f"{'measure':<46}{'before':>12}{'after':>12}")
+    rows = [("steady ingest, 1 process (samples/s)", med(busy["before"]), med(busy["after"]), ",.0f"),
+            ("… share of raw COPY", med(busy["before"]) / copy, med(busy["after"]) / copy, ".2f"),
+            ("whole process incl. rollups (s)", med(walls["before"]), med(walls["after"]), ".1f")]
+    if quix_wall:
+        rows.append(("whole-process drain vs quix (×)", quix_wall / med(walls["before"]),
+                     quix_wall / med(walls["after"]), ".1f"))
+    rows += [("spawn → first row, join excluded (s)", med(first["before"]), med(first["after"]), ".2f"),
+             ("group join (s)", med(joins["before"]), med(joins["after"]), ".2f"),
+             (f"produce → visible p99 at {args.rate:,}/s (ms)", med(p99s["before"]) if p99s["before"] else 0,
+              med(p99s["after"]) if p99s["after"] else 0, ".0f")]
+    for label, before, after, fmt in rows:
+        print(f"{label:<46}{before:>12{fmt}}{after:>12{fmt}}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Costs: spend by day / model / host / label with idle cost, $/1M tokens per served model, the month-end
-projection, auto-shutdown savings, and the price catalog (admins edit it)."""
+projection, the auto-shutdown savings ledger, cost per stream, and the price catalogs (admins edit them)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from backend.config import get_settings
 from backend.costs import service as costs
 from backend.costs.catalog import PRICING_KINDS
 from backend.identity.principal import Principal, Role
-from backend.vm import service as vm
 
 me = principal()
 
@@ -39,10 +38,16 @@ def load(who: Principal, start: datetime, end: datetime, group_by: str, idle_pct
 
 
 @cached(ttl=60)
-def headline(who: Principal, start: datetime, end: datetime, idle_pct: float) -> tuple[object, object]:
-    """The month projection and auto-shutdown savings (both scan the month's rollups: cached for a minute)."""
+def headline(who: Principal, end: datetime, idle_pct: float) -> tuple[object, object]:
+    """The month projection and this month's savings ledger (both scan the month: cached for a minute)."""
+    month_start = end.replace(day=1, hour=0, minute=0)
     return (costs.month_projection(who, end, idle_threshold_pct=idle_pct),
-            vm.shutdown_savings(who, start, end))
+            costs.savings_ledger(who, month_start, end))
+
+
+@cached(ttl=60)
+def per_stream(who: Principal, start: datetime, end: datetime, group_by: str) -> object:
+    return costs.stream_costs_of(who, start, end, group_by=group_by)
 
 
 @cached(ttl=60)
@@ -52,7 +57,7 @@ def per_model(who: Principal, start: datetime, end: datetime) -> list:
 
 with guarded("Spend"):
     total = load(me, start, end, "total", idle_pct).total
-    month, saved = headline(me, start, end, idle_pct)
+    month, saved = headline(me, end, idle_pct)
     cols = st.columns(5)
     cols[0].metric("Spend", fmt.money(total.cost_usd), help=f"{total.gpu_hours:,.1f} GPU-hours in the range")
     cols[1].metric("Idle cost", fmt.money(total.idle_cost_usd),
@@ -61,8 +66,8 @@ with guarded("Spend"):
     cols[3].metric("Month projection", fmt.money(month.projected_month_usd),
                    help=f"month to date + {fmt.money(month.run_rate_usd_per_day)}/day × "
                         f"{month.remaining_days:.1f} days left")
-    cols[4].metric("Auto-shutdown saved", fmt.money(saved.saved_usd),
-                   help=f"{saved.saved_gpu_hours:,.1f} GPU-hours not billed")
+    cols[4].metric("Auto-shutdown saved (month)", fmt.money(saved.saved_usd),
+                   help=f"{saved.saved_gpu_hours:,.1f} GPU-hours not billed; {saved.assumption}")
     if total.unpriced_gpu_hours:
         st.warning(f"{total.unpriced_gpu_hours:,.1f} GPU-hours have no catalog price and are not in the totals: "
                    "add prices for their models below.", icon=":material/sell:")
@@ -95,6 +100,54 @@ with guarded("Spend by group"):
         fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10}, yaxis_title="USD")
         st.plotly_chart(fig, use_container_width=True)
         st.dataframe(table, hide_index=True)
+
+st.subheader("Auto-shutdown savings this month")
+with guarded("Savings"):
+    month, ledger = headline(me, end, idle_pct)
+    st.caption(f"Assumption: {ledger.assumption}.")
+    if not ledger.rows:
+        st.info("No auto-shutdown stops this month: the ledger fills as agents stop idle VMs.")
+    else:
+        if ledger.would_save_usd:
+            st.caption(f"Dry-run agents would have saved {fmt.money(ledger.would_save_usd)} more (not counted).")
+        left, right = st.columns(2)
+        hosts = pd.DataFrame([{"VM": h.key, "kind": kind, "usd": value} for h in ledger.by_host
+                              for kind, value in (("saved", h.saved_usd), ("would have saved", h.would_save_usd))])
+        left.plotly_chart(charts.bars(hosts, x="VM", y="usd", color="kind", title="Saved by VM", unit="USD",
+                                      money=True), use_container_width=True)
+        days = pd.DataFrame([{"day": d.key, "kind": kind, "usd": value} for d in ledger.by_day
+                             for kind, value in (("saved", d.saved_usd), ("would have saved", d.would_save_usd))])
+        right.plotly_chart(charts.bars(days, x="day", y="usd", color="kind", title="Saved by day", unit="USD",
+                                       money=True), use_container_width=True)
+        st.dataframe(pd.DataFrame([{
+            "VM": r.host, "kind": "auto-stop" if r.kind == "stopped" else "dry run", "action": r.action,
+            "GPUs": r.gpus, "$/hour": round(r.usd_per_hour, 4), "stopped": fmt.when(r.stopped_at),
+            "started": fmt.when(r.started_at) if r.started_at else "still stopped", "hours": round(r.hours, 2),
+            "saved $": round(r.saved_usd, 2)} for r in ledger.rows]), hide_index=True)
+
+st.subheader("Cost per stream")
+with guarded("Stream costs"):
+    left, right = st.columns([1, 1])
+    stream_group = left.segmented_control("Charge back to", ["stream", "owner", "key", "label"], default="stream",
+                                          key="stream-cost-group") or "stream"
+    stream_label = right.text_input("Key label", value="team", key="stream-cost-label") \
+        if stream_group == "label" else ""
+    by = per_stream(me, start, end, f"label:{stream_label.strip()}" if stream_group == "label" else stream_group)
+    st.caption(f"Rule: {by.rule}.")
+    if not by.rows:
+        st.info("No stream sessions in this range: sessions are recorded as nginx-rtmp's callbacks allow them.")
+    else:
+        total = by.total
+        cols = st.columns(3)
+        cols[0].metric("Stream cost", fmt.money(total.cost_usd), help=f"{total.stream_hours:,.1f} stream-hours")
+        cols[1].metric("$ / stream-hour", fmt.money(total.usd_per_stream_hour))
+        cols[2].metric("Unattributed stream-hours", f"{by.unattributed_stream_hours:,.1f}",
+                       help="sessions with no STREAMS_HOST, or on a host without GPUs: charged nothing")
+        st.dataframe(pd.DataFrame([{
+            stream_group: r.key, "sessions": r.sessions, "stream-hours": round(r.stream_hours, 2),
+            "GPU-hours": round(r.gpu_hours, 2), "cost $": round(r.cost_usd, 2),
+            "$/stream-hour": round(r.usd_per_stream_hour, 4) if r.usd_per_stream_hour is not None else None,
+        } for r in by.rows]), hide_index=True)
 
 st.subheader("Cost per 1M tokens")
 with guarded("Token costs"):

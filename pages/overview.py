@@ -43,6 +43,13 @@ def spend_numbers(who: Principal, hour: datetime) -> tuple[float, float, float, 
     return today.cost_usd, today.idle_cost_usd, month.month_to_date_usd, month.projected_month_usd
 
 
+@cached(ttl=300)
+def month_savings(who: Principal, hour: datetime) -> tuple[float, str]:
+    """This month's auto-shutdown savings from the ledger, and the assumption behind the figure."""
+    ledger = costs.savings_ledger(who, hour.replace(day=1, hour=0), datetime.now(UTC))
+    return ledger.saved_usd, ledger.assumption
+
+
 @cached(ttl=30)
 def vm_rows(who: Principal) -> list[dict]:
     return [{"name": i.name, "status": i.status, "zone": i.zone, "auto-shutdown": i.autoshutdown or "no agent report"}
@@ -99,12 +106,14 @@ def alerts_panel() -> None:
 @boundary("Spend")
 def spend_panel() -> None:
     st.subheader("Spend")
-    today, idle, month_to_date, projected = spend_numbers(me, datetime.now(UTC).replace(minute=0, second=0,
-                                                                                        microsecond=0))
-    cols = st.columns(3)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    today, idle, month_to_date, projected = spend_numbers(me, hour)
+    saved, assumption = month_savings(me, hour)
+    cols = st.columns(4)
     cols[0].metric("Today", fmt.money(today), help=f"of which idle: {fmt.money(idle)}")
     cols[1].metric("Month to date", fmt.money(month_to_date))
     cols[2].metric("Month projection", fmt.money(projected))
+    cols[3].metric("Auto-shutdown saved (month)", fmt.money(saved), help=assumption)
     link(me, "costs.py", "Open Costs")
 
 

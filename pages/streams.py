@@ -11,6 +11,7 @@ from components import flash, fmt
 from components.errors import boundary, guarded
 from components.session import principal
 
+from backend.costs import service as costs
 from backend.identity.principal import Role
 from backend.parsing import parse_duration
 from backend.streams import service as streams
@@ -59,6 +60,25 @@ if operator:
                 dropped = streams.kick(me, stream, app=app)
                 flash.flash(f"Kicked {dropped} publisher(s) from {target}; revoke the key to keep them out.")
                 st.rerun()
+
+st.subheader("Cost per stream (last 7 days)")
+with guarded("Stream costs"):
+    week_end = datetime.now(UTC).replace(second=0, microsecond=0)
+    spent = costs.stream_costs_of(me, week_end - timedelta(days=7), week_end)
+    if not spent.rows:
+        st.info("No stream sessions in the last 7 days.")
+    else:
+        cols = st.columns(3)
+        cols[0].metric("Stream cost", fmt.money(spent.total.cost_usd),
+                       help=f"{spent.total.stream_hours:,.1f} stream-hours")
+        cols[1].metric("$ / stream-hour", fmt.money(spent.total.usd_per_stream_hour))
+        cols[2].metric("Unattributed stream-hours", f"{spent.unattributed_stream_hours:,.1f}")
+        st.dataframe(pd.DataFrame([{
+            "stream": r.key, "sessions": r.sessions, "stream-hours": round(r.stream_hours, 2),
+            "cost $": round(r.cost_usd, 2),
+            "$/stream-hour": round(r.usd_per_stream_hour, 4) if r.usd_per_stream_hour is not None else None,
+        } for r in spent.top_streams]), hide_index=True)
+        st.caption(f"Top streams by cost. Rule: {spent.rule}. Chargeback by owner or label: Costs page.")
 
 st.subheader("Stream keys")
 issued = flash.take("issued-key")
@@ -115,6 +135,48 @@ else:
                 flash.hand_over("issued-key", rotated.issued)
                 flash.flash(f"Rotated {chosen.id}: the new key replaces it"
                             + (f"; kicked {', '.join(rotated.kicked)}." if rotated.kicked else "."))
+                st.rerun()
+
+st.subheader("Scheduled streams")
+st.caption("A scheduled key publishes only inside its window ± grace; its VM is started ahead by "
+           "`stream-platform vm start-scheduled` and auto-shutdown holds it during the window.")
+with guarded("Scheduled streams"):
+    booked = streams.list_schedules(me)
+    if not booked:
+        st.info("No scheduled streams.", icon=":material/event_busy:")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "id": s.id, "name": s.name, "stream": f"{s.app}/{s.stream}", "VM": s.vm, "starts": fmt.when(s.starts_at),
+            "ends": fmt.when(s.ends_at), "grace": fmt.duration(s.grace), "state": s.state(),
+            "VM start": fmt.when(s.vm_started_at) if s.vm_started_at else (s.vm_start_error or "pending"),
+        } for s in booked]), hide_index=True)
+    keyed = [k for k in found if k.state() == "active"]
+    if operator and keyed:
+        with st.expander("Schedule a stream", icon=":material/event:"), st.form("schedule", clear_on_submit=True):
+            a, b = st.columns(2)
+            title = a.text_input("Name", placeholder="Friday keynote")
+            key = b.selectbox("Key", keyed, format_func=lambda k: f"{k.id} · {k.app}/{k.stream}")
+            c, d = st.columns(2)
+            vm_name = c.text_input("VM", placeholder="stream-gpu-1")
+            grace = d.text_input("Grace", value="5m")
+            e, f = st.columns(2)
+            starts = e.text_input("Starts", placeholder="2026-12-04T18:00 (UTC) or +30m")
+            ends = f.text_input("Ends", placeholder="2026-12-04T19:30 (UTC) or +2h")
+            if st.form_submit_button("Schedule", type="primary"):
+                with guarded("Schedule"):
+                    now = datetime.now(UTC)
+                    made = streams.schedule_stream(me, title, key.id, vm_name, streams.parse_when(starts, now),
+                                                   streams.parse_when(ends, now),
+                                                   grace=parse_duration(grace, what="grace", allow_zero=True))
+                    flash.flash(f"Scheduled {made.name!r} on {made.vm} from {fmt.when(made.starts_at)}.")
+                    st.rerun()
+    if operator and booked:
+        left, right = st.columns([3, 1])
+        target = left.selectbox("Schedule", booked, format_func=lambda s: f"{s.id} · {s.name}", key="sched-target")
+        if right.button("Cancel schedule", icon=":material/event_busy:", key="sched-cancel"):
+            with guarded("Cancel schedule"):
+                streams.cancel_schedule(me, target.id)
+                flash.flash(f"Cancelled schedule {target.id} ({target.name}).")
                 st.rerun()
 
 st.subheader("Publish attempts")

@@ -1,5 +1,5 @@
-"""VMs: instances with start/stop, each host's auto-shutdown countdown with the per-signal "why (not) idle",
-snooze and skip, and the containers on this host with health, restart and logs."""
+"""VMs: instances with start/stop and their scheduled streams, each host's auto-shutdown countdown with the
+per-signal "why (not) idle", snooze and skip, a what-if replay of the policy, and the containers on this host."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from components.errors import boundary, guarded
 from components.session import principal
 
 from backend.identity.principal import Role
+from backend.parsing import parse_duration
+from backend.streams import service as streams
 from backend.vm import service as vm
 
 me = principal()
@@ -24,13 +26,16 @@ st.subheader("Instances")
 instances: list = []
 with guarded("Instances"):
     instances = vm.list_vms(me)
+    booked: dict[str, str] = {}
+    for s in reversed(streams.list_schedules(me)):  # the next one of each VM wins
+        booked[s.vm] = f"starts at {fmt.when(s.starts_at)} for stream {s.app}/{s.stream} ({s.name})"
     if not instances:
         st.info("No VMs found. With VM_PROVIDER=gcp, instances need the label in VM_LABEL_FILTER.")
     else:
         st.dataframe(pd.DataFrame([{
             "name": i.name, "status": i.status, "zone": i.zone, "machine type": i.machine_type,
             "GPUs": ", ".join(i.gpus) or "–", "last start": fmt.when(i.last_start),
-            "auto-shutdown": i.autoshutdown or "no agent report",
+            "auto-shutdown": i.autoshutdown or "no agent report", "scheduled": booked.get(i.name, "–"),
             "labels": ", ".join(f"{k}={v}" for k, v in sorted(i.labels.items())),
         } for i in instances]), hide_index=True)
 if operator and instances:
@@ -104,6 +109,34 @@ if hosts:
                 st.rerun()
 else:
     st.info("No auto-shutdown agent reports to this database yet.")
+
+st.subheader("What if? Replay the policy")
+st.caption("The auto-shutdown policy replayed over the stored evaluations: the stops it would have made, the hours "
+           "and dollars saved, and the regrets (a stream or busy GPU within the hour after a stop).")
+left, mid, right = st.columns(3)
+since_text = left.text_input("Over the last", "30d", key="replay-since")
+threshold_text = mid.text_input("Idle threshold", "10m", key="replay-threshold")
+uptime_text = right.text_input("Minimum uptime (blank: current)", "", key="replay-uptime")
+if st.button("Replay", icon=":material/history:", key="replay"):
+    with guarded("Replay"), st.spinner("Replaying the evaluations…"):
+        changes = vm.PolicyChanges(
+            idle_seconds=parse_duration(threshold_text, what="threshold", allow_zero=True).total_seconds(),
+            min_uptime_seconds=parse_duration(uptime_text, what="minimum uptime", allow_zero=True).total_seconds()
+            if uptime_text.strip() else None)
+        replayed = vm.replay_policy(me, parse_duration(since_text, what="range"), changes)
+        now, then = replayed.current, replayed.candidate
+        cols = st.columns(4)
+        cols[0].metric("Stops", then.stops, then.stops - now.stops, delta_color="off")
+        cols[1].metric("Hours off", f"{then.stopped_hours:,.1f}", f"{then.stopped_hours - now.stopped_hours:+,.1f}")
+        cols[2].metric("Saved", fmt.money(then.saved_usd), f"{then.saved_usd - now.saved_usd:+,.2f} $")
+        cols[3].metric("Regret", then.regret, then.regret - now.regret, delta_color="inverse")
+        st.dataframe(pd.DataFrame([{
+            "VM": b.host, "evaluations": b.evaluations, "stops now": len(a.stops), "stops what-if": len(b.stops),
+            "hours off now": round(a.stopped_hours, 2), "hours off what-if": round(b.stopped_hours, 2),
+            "saved $ now": round(a.saved_usd, 2), "saved $ what-if": round(b.saved_usd, 2),
+            "regret now": a.regret, "regret what-if": b.regret,
+        } for a, b in zip(now.hosts, then.hosts, strict=True)]), hide_index=True)
+        st.caption(f"{fmt.when(replayed.start)} – {fmt.when(replayed.end)}. Assumption: {replayed.assumption}.")
 
 st.subheader("Containers")
 with guarded("Containers"):

@@ -122,7 +122,7 @@ def test_only_console_api_and_rtmp_ports_are_published(compose_model):
 def test_compose_services_profiles_and_dependencies(compose_model):
     services = compose_model["services"]
     for name in ("timescaledb", "kafka", "kafka-init", "migrate", "api", "console", "sink", "health-evaluator",
-                 "nginx-rtmp", "simulator", "collector-nvml"):
+                 "scheduler", "nginx-rtmp", "simulator", "collector-nvml"):
         assert name in services, name
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb")
     assert "healthcheck" in services["timescaledb"] and "healthcheck" in services["kafka"]

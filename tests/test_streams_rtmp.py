@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ from backend.db import connect
 from backend.embedded.ports import free_port
 from backend.errors import NotFound
 from backend.identity import SYSTEM
-from backend.streams import attempts, keys, live, lockout, nginx, service
+from backend.streams import attempts, keys, live, lockout, nginx, schedules, service
 from backend.streams.pepper import key_pepper
 from tests.nginx_rtmp import (
     UPDATE_TIMEOUT_S,
@@ -344,3 +344,27 @@ def test_reconcile_and_live_commands(conn, stack_settings, stack_database, serve
         assert listed.exit_code == 0 and "ghost-cli" not in listed.stdout
     finally:
         get_settings.cache_clear()
+
+
+def test_a_scheduled_key_publishes_only_inside_its_window(conn, server, stack_settings):
+    """A window of seconds: refused before it ("outside schedule", not counted towards a lockout), accepted inside,
+    and the live publisher dropped at the first on_update after the window and its grace."""
+    stream = _unique("sched")
+    issued = _key(conn, stack_settings, stream)
+    opens = datetime.now(UTC) + timedelta(seconds=4)
+    schedules.create(conn, SYSTEM, "keynote", issued.key.id, "stream-gpu-1", opens, opens + timedelta(seconds=6),
+                     grace=timedelta(seconds=1))
+    url = server.rtmp_url(f"live/{stream}?key={issued.secret}")
+    for _ in range(LOCKOUT_THRESHOLD + 1):  # refusals of a good key out of its time never lock the address out
+        assert publish_and_wait(url) != 0
+    assert set(_reasons(conn, issued.key.id)) == {"outside schedule"}
+    assert lockout.list_failures(conn, SYSTEM) == []
+
+    assert wait_until(lambda: datetime.now(UTC) >= opens - timedelta(seconds=1), timeout=10)
+    live_one = publish(url, seconds=30)
+    assert wait_until(lambda: f"<name>{stream}</name>" in server.stat_xml(), timeout=10)
+    assert live_one.wait(7 + UPDATE_TIMEOUT_S + 5) != 0  # dropped after the window, long before its 30 s
+    assert datetime.now(UTC) >= opens + timedelta(seconds=7)
+    calls = [(a.call, a.reason) for a in attempts.list_attempts(conn, SYSTEM, key_id=issued.key.id)]
+    assert ("update_publish", "outside schedule") in calls and ("publish", "ok") in calls
+    assert publish_and_wait(url) != 0

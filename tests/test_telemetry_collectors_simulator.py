@@ -255,3 +255,16 @@ def test_token_usage_follows_utilization_and_stops_with_the_gpu():
     assert checked > 100
     assert max(u.ts for u in usage if u.gpu_uuid == victim.uuid) <= START + timedelta(hours=1, minutes=45)
     assert TokenMeter(fleet).observe(messages[0]) is None  # a first sample has no interval yet
+
+
+def test_a_pinned_host_runs_its_workload_and_the_others_are_unchanged() -> None:
+    free = Fleet(hosts=3, gpus_per_host=2, seed=5, start=START)
+    pinned = Fleet(hosts=3, gpus_per_host=2, seed=5, start=START, host_workloads={"gpu-node-01": "idle"})
+    assert {g.workload for g in pinned.gpus if g.host == "gpu-node-01"} == {"idle"}
+    assert [(g.uuid, g.workload) for g in pinned.gpus if g.host != "gpu-node-01"] == \
+        [(g.uuid, g.workload) for g in free.gpus if g.host != "gpu-node-01"]
+    idle = [s for s in pinned.samples(START, START + timedelta(hours=2), timedelta(minutes=1))
+            if s.host == "gpu-node-01"]
+    assert idle and max(s.metrics["gpu_util"] for s in idle) < 5
+    with pytest.raises(InvalidInput, match="unknown workload sleeping"):
+        Fleet(hosts=1, gpus_per_host=1, host_workloads={"gpu-node-00": "sleeping"})

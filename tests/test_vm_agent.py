@@ -12,15 +12,15 @@ import psycopg
 import pytest
 
 from backend.config import Settings
+from backend.costs import service as costs
 from backend.costs.catalog import set_price
 from backend.identity.principal import SYSTEM, Principal, Role
-from backend.vm import service
 from backend.vm.actions import Command, DryRun, GcpStop, run_hooks
 from backend.vm.agent import Agent
 from backend.vm.policy import Policy
 from backend.vm.signals import Reading
 from backend.vm.signals.custom import CommandProbe
-from backend.vm.state import DbStore, FileStore, Store, stopped_intervals
+from backend.vm.state import DbStore, FileStore, Store
 from tests.fakes.gce import FakeGce
 
 BOOT = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
@@ -188,42 +188,26 @@ def test_gcp_action_off_gce_fails_without_stopping() -> None:
     assert not outcome.ok and "GCE metadata server" in outcome.detail
 
 
-def test_stopped_intervals_from_real_stops_to_the_next_boot(settings: Settings, db: psycopg.Connection) -> None:
-    store, clock = DbStore(settings.require_database_url()), FakeClock(BOOT + timedelta(hours=1))
-    stopped = run_until(make_agent(store, clock, action=Command("true")), clock, "stop")
-    assert stopped.stop is not None and stopped.stop.kind == "stopped"
-    next_boot = clock.now + timedelta(hours=2)
-    clock.now = next_boot + timedelta(minutes=1)
-    rebooted = make_agent(store, clock, boot=next_boot).evaluate()
-    assert rebooted.decision.events == ("booted",)
-    dry = run_until(make_agent(store, clock, boot=next_boot, host="vm-2"), clock, "stop")
-    assert dry.stop is not None and dry.stop.kind == "would_stop"
-
-    window_start, window_end = BOOT, BOOT + timedelta(days=1)
-    intervals = stopped_intervals(db, window_start, window_end)
-    assert [(i.host, i.start, i.end) for i in intervals] == [("vm-1", stopped.stop.at, next_boot)]
-    clipped = stopped_intervals(db, stopped.stop.at + timedelta(hours=1), window_end)
-    assert [(i.start, i.end) for i in clipped] == [(stopped.stop.at + timedelta(hours=1), next_boot)]
-    assert stopped_intervals(db, next_boot, window_end) == []
-    assert intervals[0].reason == "auto-shutdown (command)"
-
-
-def test_shutdown_savings_price_the_stopped_gpu_hours(settings: Settings, db: psycopg.Connection) -> None:
+def test_savings_ledger_reads_real_stops_to_the_next_boot(settings: Settings, db: psycopg.Connection) -> None:
     set_price(db, SYSTEM, "NVIDIA L4", "on_demand", Decimal("0.75"), effective_from=BOOT - timedelta(days=1))
     for index in range(2):
         db.execute("INSERT INTO gpus (gpu_uuid, host, gpu_index, model, first_seen, last_seen) "
                    "VALUES (%s, 'vm-1', %s, 'NVIDIA L4', %s, %s)", (f"GPU-{index}", index, BOOT, BOOT))
     store, clock = DbStore(settings.require_database_url()), FakeClock(BOOT + timedelta(hours=1))
     stopped = run_until(make_agent(store, clock, action=Command("true")), clock, "stop")
-    assert stopped.stop is not None
+    assert stopped.stop is not None and stopped.stop.kind == "stopped"
     next_boot = stopped.stop.at + timedelta(hours=2)
     clock.now = next_boot + timedelta(minutes=1)
-    make_agent(store, clock, boot=next_boot).evaluate()
+    assert make_agent(store, clock, boot=next_boot).evaluate().decision.events == ("booted",)
+    dry = run_until(make_agent(store, clock, boot=next_boot, host="vm-2"), clock, "stop")
+    assert dry.stop is not None and dry.stop.kind == "would_stop"
 
-    result = service.shutdown_savings(Principal("vic", Role.viewer), BOOT, BOOT + timedelta(days=1), settings=settings)
-    (host,) = result.hosts
-    assert (host.host, host.gpus, host.stopped_hours, host.saved_gpu_hours) == ("vm-1", 2, 2.0, 4.0)
-    assert host.saved_usd == pytest.approx(3.0)
+    ledger = costs.savings_ledger(Principal("vic", Role.viewer), BOOT, BOOT + timedelta(days=1), settings=settings)
+    (row,) = [r for r in ledger.rows if r.kind == "stopped"]
+    assert (row.host, row.action, row.gpus, row.stopped_at, row.started_at, row.hours) == (
+        "vm-1", "command", 2, stopped.stop.at, next_boot, 2.0)
+    assert ledger.saved_usd == pytest.approx(3.0) and ledger.saved_gpu_hours == 4.0
+    assert [r.host for r in ledger.rows if r.kind == "would_stop"] == ["vm-2"]
 
 
 def test_database_down_is_one_clear_error_and_the_machine_stays_up(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_evaluate_stop_in_dry_run_then_status(quiet_host: Settings, db: psycopg.
     out = invoke("autoshutdown", "evaluate", "--json", *FAST)
     assert out["host"] == "cli-host" and out["decision"] == "stop", out["reasons"]
     assert {s["signal"]: s["state"] for s in out["signals"]} == {
-        "rtmp": "n/a", "gpu": "n/a", "cpu": "idle", "network": "idle"}
+        "rtmp": "n/a", "gpu": "n/a", "cpu": "idle", "network": "idle", "schedule": "idle"}
     assert out["events"] == ["warning_issued"]
     assert out["stop"]["kind"] == "would_stop" and out["stop"]["detail"]["action"] == "dry-run"
 
@@ -122,13 +122,15 @@ def test_run_polls_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
     assert "auto-shutdown agent on run-host: action dry-run" in (agent.stderr.read() if agent.stderr else "")
 
 
-AGENT_OPTIONS = ["--idle-seconds", "--warn-seconds", "--min-uptime-seconds", "--poll-seconds", "--max-age-seconds",
-                 "--action", "--command", "--never-stop", "--probe", "--hook", "--nginx-stat-url", "--state-file",
+POLICY_OPTIONS = ["--idle-seconds", "--threshold", "--warn-seconds", "--warn", "--min-uptime-seconds", "--min-uptime",
+                  "--poll-seconds", "--poll", "--max-age-seconds", "--max-age", "--never-stop"]
+AGENT_OPTIONS = [*POLICY_OPTIONS, "--action", "--command", "--probe", "--hook", "--nginx-stat-url", "--state-file",
                  "--host", "--no-ssh"]
 
 
 def test_evaluate_and_run_take_one_declaration_of_the_agent_options(tmp_path: Path) -> None:
-    """The systemd unit and startup.sh call `run` with these options: both commands keep exactly them."""
+    """The systemd unit and startup.sh call `run` with these options: both commands keep exactly them, and
+    `replay` takes the policy's own."""
     from typer.main import get_command
 
     from backend.vm.autoshutdown_cli import AgentOptions
@@ -137,6 +139,8 @@ def test_evaluate_and_run_take_one_declaration_of_the_agent_options(tmp_path: Pa
     commands = get_command(autoshutdown).commands  # type: ignore[attr-defined]
     assert [o for p in commands["run"].params for o in p.opts] == AGENT_OPTIONS
     assert [o for p in commands["evaluate"].params for o in p.opts] == [*AGENT_OPTIONS, "--json"]
+    assert [o for p in commands["replay"].params for o in p.opts] == [*POLICY_OPTIONS, "--since", "--host", "--stops",
+                                                                      "--json"]
     given = AgentOptions(idle_seconds=60, warn_seconds=5, min_uptime_seconds=0, poll_seconds=2, max_age_seconds=900,
                          action="command", command="true", never_stop=["Mon-Fri 09:00-18:00 UTC"], probes=["p"],
                          hooks=["h"], nginx_stat_url="http://127.0.0.1:8080/stat", state_file=tmp_path / "s.json",

@@ -13,12 +13,22 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import BaseModel, Field
 
+from backend.api.auth import operator, viewer
+from backend.api.errors import ERROR_RESPONSES
+from backend.identity.principal import Principal
+from backend.parsing import parse_duration
+from backend.streams import schedules, service
 from backend.streams.callbacks import CallbackGate, CallbackRequest, Decision
 from backend.streams.nginx_config import TOKEN_PARAM
+from backend.streams.schedules import Schedule
 
 log = logging.getLogger(__name__)
 _TOKEN_IN_URL = re.compile(rf"([?&]{TOKEN_PARAM}=)[^&\s]*")
@@ -105,3 +115,49 @@ async def on_publish_done(request: Request) -> Response:
 async def on_play(request: Request) -> Response:
     """Optional play control: players may attach only to streams that are live."""
     return await _decide(request, CallbackGate.play)
+
+
+# -- REST: scheduled streams -------------------------------------------------------------------------------------
+
+schedules_router = APIRouter(prefix="/api/v1/streams", tags=["streams"], responses=ERROR_RESPONSES)
+
+
+class ScheduleRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="what is streamed, e.g. 'Friday keynote'")
+    key_id: str = Field(description="the stream key's id")
+    vm: str = Field(min_length=1, max_length=128, description="the VM whose nginx-rtmp carries the stream")
+    starts_at: str = Field(description="ISO 8601 (UTC unless an offset is given) or +DURATION from now")
+    ends_at: str = Field(description="ISO 8601 or +DURATION from now")
+    grace: str = Field("0s", description="the key also works this long before and after the window, e.g. 5m")
+    zone: str | None = None
+
+
+def _schedule(s: Schedule) -> dict[str, Any]:
+    return asdict(s) | {"grace_seconds": s.grace.total_seconds(), "state": s.state()}
+
+
+@schedules_router.get("/schedules")
+def list_schedules(request: Request, include_past: bool = False, vm: str | None = None,
+                   principal: Principal = Depends(viewer)) -> list[dict[str, Any]]:
+    """Scheduled streams by start: upcoming and open ones (all with `include_past`)."""
+    rows = service.list_schedules(principal, include_past=include_past, vm=vm, settings=request.app.state.settings)
+    return [_schedule(s) for s in rows]
+
+
+@schedules_router.post("/schedules", status_code=201)
+def create_schedule(request: Request, body: ScheduleRequest,
+                    principal: Principal = Depends(operator)) -> dict[str, Any]:
+    """Schedule a stream (operator+, audited): the key then publishes only inside the window ± grace."""
+    now = datetime.now(UTC)
+    made = service.schedule_stream(
+        principal, body.name, body.key_id, body.vm, schedules.parse_when(body.starts_at, now),
+        schedules.parse_when(body.ends_at, now),
+        grace=parse_duration(body.grace, what="grace", allow_zero=True), zone=body.zone,
+        settings=request.app.state.settings)
+    return _schedule(made)
+
+
+@schedules_router.delete("/schedules/{schedule_id}")
+def cancel_schedule(request: Request, schedule_id: int, principal: Principal = Depends(operator)) -> dict[str, Any]:
+    """Cancel a scheduled stream (operator+, audited)."""
+    return _schedule(service.cancel_schedule(principal, schedule_id, settings=request.app.state.settings))

@@ -33,6 +33,7 @@ from backend.errors import ConfigError
 from backend.streams.keys import KEY_PREFIX
 from backend.streams.lockout import LockoutPolicy
 from backend.streams.pepper import callback_token, hash_key, key_pepper
+from backend.streams.schedules import IN_SCHEDULE_SQL
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class KeyRecord:
     allowed_cidrs: tuple[str, ...]
     expires_at: datetime | None
     revoked_at: datetime | None
+    in_schedule: bool | None = None
+    """None: the key has no schedule; else whether now is inside one of its windows ± grace."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,9 @@ class Decision:
 
     @property
     def counts_as_failure(self) -> bool:
-        """Refusals that look like guessing count towards a lockout; refusals because of a lockout do not."""
-        return self.outcome == "deny" and self.reason != "address locked out"
+        """Refusals that look like guessing count towards a lockout; refusals because of a lockout, or of a good
+        key used outside its schedule, do not."""
+        return self.outcome == "deny" and self.reason not in ("address locked out", "outside schedule")
 
 
 def check_key(req: CallbackRequest, key: KeyRecord | None, presented_hash: bytes, now: datetime) -> Decision:
@@ -109,6 +113,8 @@ def check_key(req: CallbackRequest, key: KeyRecord | None, presented_hash: bytes
         return Decision("deny", "key revoked", key)
     if key.expires_at is not None and key.expires_at <= now:
         return Decision("deny", "key expired", key)
+    if key.in_schedule is False:
+        return Decision("deny", "outside schedule", key)
     if key.app != req.app:
         return Decision("deny", "wrong application for key", key)
     if req.key is not None and req.name != key.stream:
@@ -133,16 +139,17 @@ def _valid_address(addr: str) -> bool:
     return True
 
 
-_READ_PUBLISH = """
+_READ_PUBLISH = f"""
 SELECT k.id, k.stream, k.app, k.key_hash, k.allowed_cidrs::text[] AS allowed_cidrs, k.expires_at, k.revoked_at,
-       f.failures, f.first_failed_at, f.last_failed_at, f.locked_until
+       {IN_SCHEDULE_SQL} AS in_schedule, f.failures, f.first_failed_at, f.last_failed_at, f.locked_until
 FROM (SELECT) AS one
 LEFT JOIN stream_keys k ON k.key_hash = %(hash)s
 LEFT JOIN stream_auth_failures f ON f.addr = %(addr)s::inet
 """
-_READ_KEY = """
-SELECT id, stream, app, key_hash, allowed_cidrs::text[] AS allowed_cidrs, expires_at, revoked_at
-FROM stream_keys WHERE key_hash = %(hash)s
+_READ_KEY = f"""
+SELECT k.id, k.stream, k.app, k.key_hash, k.allowed_cidrs::text[] AS allowed_cidrs, k.expires_at, k.revoked_at,
+       {IN_SCHEDULE_SQL} AS in_schedule
+FROM stream_keys k WHERE k.key_hash = %(hash)s
 """
 _RECORD_ATTEMPT = """
 INSERT INTO stream_auth_attempts (call, addr, app, stream, key_id, outcome, reason)
@@ -158,10 +165,11 @@ WITH attempt AS (
 ), forgiven AS (
     DELETE FROM stream_auth_failures WHERE addr = %(addr)s::inet
 )
-INSERT INTO live_streams (app, stream, key_id, addr, client_id)
-VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s)
+INSERT INTO live_streams (app, stream, key_id, addr, client_id, host)
+VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s, %(host)s)
 ON CONFLICT (app, stream) DO UPDATE SET key_id = EXCLUDED.key_id, addr = EXCLUDED.addr,
-    client_id = EXCLUDED.client_id, started_at = now(), last_update_at = now(), stats = '{}'::jsonb, stats_at = NULL
+    client_id = EXCLUDED.client_id, host = EXCLUDED.host, started_at = now(), last_update_at = now(),
+    stats = '{}'::jsonb, stats_at = NULL
 """
 # Refused in a way that counts towards a lockout: record the attempt and the address's new failure state.
 _REFUSED = """
@@ -175,8 +183,8 @@ ON CONFLICT (addr) DO UPDATE SET failures = EXCLUDED.failures, first_failed_at =
     last_failed_at = EXCLUDED.last_failed_at, locked_until = EXCLUDED.locked_until
 """
 _TOUCH_LIVE = """
-INSERT INTO live_streams (app, stream, key_id, addr, client_id)
-VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s)
+INSERT INTO live_streams (app, stream, key_id, addr, client_id, host)
+VALUES (%(app)s, %(stream)s, %(key_id)s, %(addr)s, %(client_id)s, %(host)s)
 ON CONFLICT (app, stream) DO UPDATE SET last_update_at = now()
 """
 _PUBLISH_DONE = """
@@ -197,7 +205,7 @@ def _key_record(row: Mapping[str, Any]) -> KeyRecord | None:
     if row["id"] is None:
         return None
     return KeyRecord(row["id"], row["stream"], row["app"], bytes(row["key_hash"]), tuple(row["allowed_cidrs"]),
-                     row["expires_at"], row["revoked_at"])
+                     row["expires_at"], row["revoked_at"], row["in_schedule"])
 
 
 class CallbackGate:
@@ -262,7 +270,8 @@ class CallbackGate:
                 decision, failures = Decision("deny", "invalid client address"), None
             else:
                 presented = hash_key(pepper, req.presented_key)
-                row = await (await conn.execute(_READ_PUBLISH, {"hash": presented, "addr": req.addr})).fetchone()
+                row = await (await conn.execute(_READ_PUBLISH, {"hash": presented, "addr": req.addr, "now": now})
+                             ).fetchone()
                 failures = FailureState(req.addr, row["failures"], row["first_failed_at"], row["last_failed_at"],
                                         row["locked_until"]) if row["failures"] is not None else None
                 if failures is not None and failures.locked(now):
@@ -271,7 +280,7 @@ class CallbackGate:
                     decision = check_key(req, _key_record(row), presented, now)
             params = self._attempt(req, decision)
             if decision.allowed:
-                await conn.execute(_ALLOWED, params)
+                await conn.execute(_ALLOWED, {**params, "host": self.settings.streams_host})
             elif decision.counts_as_failure and _valid_address(req.addr):
                 state = after_failure(failures, req.addr, now, self.policy)
                 await conn.execute(_REFUSED, {**params, **vars(state)})
@@ -282,14 +291,16 @@ class CallbackGate:
     async def update(self, req: CallbackRequest) -> Decision:
         """`on_update`: the key must still be valid, or nginx drops the publisher. Refusals are recorded."""
         pepper, pool = await self._ready()
+        now = datetime.now(UTC)
         async with pool.connection() as conn:
             presented = hash_key(pepper, req.presented_key)
-            row = await (await conn.execute(_READ_KEY, {"hash": presented})).fetchone()
+            row = await (await conn.execute(_READ_KEY, {"hash": presented, "now": now})).fetchone()
             key = _key_record(row) if row else None
-            decision = (check_key(req, key, presented, datetime.now(UTC)) if _valid_address(req.addr)
+            decision = (check_key(req, key, presented, now) if _valid_address(req.addr)
                         else Decision("deny", "invalid client address"))
             params = self._attempt(req, decision)
-            await conn.execute(_TOUCH_LIVE if decision.allowed else _RECORD_ATTEMPT, params)
+            await conn.execute(_TOUCH_LIVE if decision.allowed else _RECORD_ATTEMPT,
+                               {**params, "host": self.settings.streams_host})
         return replace(decision, rename_to=None)  # the rename happened at publish; a 3xx here would drop it
 
     async def publish_done(self, req: CallbackRequest) -> None:

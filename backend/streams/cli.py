@@ -1,20 +1,20 @@
 """`stream-platform streams keys create|list|revoke|rotate`, `live`, `reconcile`, `kick`, `audit`,
-`prune-attempts`, `lockouts`, `nginx-config`, `check-config`."""
+`prune-attempts`, `lockouts`, `nginx-config`, `check-config`, `schedule add|list|cancel`."""
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from backend.cli_support import acting_principal, console, fail, friendly_errors, print_json
+from backend.cli_support import acting_principal, console, fail, friendly_errors, print_json, to_jsonable
 from backend.config import get_settings
 from backend.parsing import parse_duration, parse_labels
-from backend.streams import keys, nginx_config, service
+from backend.streams import keys, nginx_config, schedules, service
 from backend.streams.pepper import callback_token
 
 app = typer.Typer(help="RTMP stream keys, live streams, publish attempts and the nginx-rtmp config.",
@@ -250,3 +250,65 @@ def check_config_cmd(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
         console.print(f"{file}:{f.line}: [{colour}]{f.level}[/]: {f.message}", highlight=False, soft_wrap=True)
     if any(f.level == "error" for f in findings):
         raise typer.Exit(1)
+
+
+schedule_app = typer.Typer(help="Scheduled streams: a key valid only inside its window ± grace, its VM started "
+                                "ahead (`vm start-scheduled`).", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("add")
+@friendly_errors
+def schedule_add(
+    name: str = typer.Argument(..., help="what is streamed, e.g. 'Friday keynote'"),
+    key_id: str = typer.Option(..., "--key", help="the stream key's id (streams keys list)"),
+    vm: str = typer.Option(..., "--vm", help="the VM whose nginx-rtmp carries the stream"),
+    start: str = typer.Option(..., "--start", help="ISO 8601 (UTC unless an offset is given) or +DURATION"),
+    end: str | None = typer.Option(None, "--end", help="ISO 8601 or +DURATION (from now)"),
+    duration: str | None = typer.Option(None, "--duration", help="instead of --end: e.g. 90m"),
+    grace: str = typer.Option("0s", "--grace", help="the key also works this long before and after, e.g. 5m"),
+    zone: str | None = typer.Option(None, "--zone", help="the VM's zone (default: GCP_ZONE, else looked up)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Schedule a stream (operator+, audited)."""
+    if (end is None) == (duration is None):
+        fail("give exactly one of --end and --duration")
+    now = datetime.now(UTC)
+    starts_at = schedules.parse_when(start, now)
+    ends_at = schedules.parse_when(end, now) if end else starts_at + parse_duration(duration or "", what="--duration")
+    made = service.schedule_stream(acting_principal(), name, key_id, vm, starts_at, ends_at,
+                                   grace=parse_duration(grace, what="--grace", allow_zero=True), zone=zone)
+    if as_json:
+        print_json(made)
+        return
+    console.print(f"scheduled {made.id}: {made.name!r} on {made.vm}, {made.app}/{made.stream} "
+                  f"{made.starts_at:%Y-%m-%d %H:%M:%S}–{made.ends_at:%H:%M:%S} UTC ± {made.grace}", highlight=False)
+
+
+@schedule_app.command("list")
+@friendly_errors
+def schedule_list(
+    show_all: bool = typer.Option(False, "--all", help="include past and cancelled schedules"),
+    vm: str | None = typer.Option(None, "--vm", help="only this VM's"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Scheduled streams by start time."""
+    rows = service.list_schedules(acting_principal(), include_past=show_all, vm=vm)
+    if as_json:
+        print_json([to_jsonable(s) | {"state": s.state()} for s in rows])
+        return
+    table = Table("id", "name", "stream", "VM", "window (UTC)", "grace", "state", "VM start")
+    for s in rows:
+        started = _when(s.vm_started_at) if s.vm_started_at else (f"error: {s.vm_start_error}" if s.vm_start_error
+                                                                    else "pending")
+        table.add_row(str(s.id), s.name, f"{s.app}/{s.stream}", s.vm,
+                      f"{s.starts_at:%Y-%m-%d %H:%M}–{s.ends_at:%H:%M}", str(s.grace), s.state(), started)
+    console.print(table)
+
+
+@schedule_app.command("cancel")
+@friendly_errors
+def schedule_cancel(schedule_id: int = typer.Argument(..., metavar="ID")) -> None:
+    """Cancel a scheduled stream (operator+, audited): the key no longer opens in that window."""
+    cancelled = service.cancel_schedule(acting_principal(), schedule_id)
+    console.print(f"cancelled schedule {cancelled.id} ({cancelled.name})", highlight=False)

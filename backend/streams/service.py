@@ -19,12 +19,14 @@ from backend.config import Settings, get_settings
 from backend.db.connection import query_connection
 from backend.errors import InvalidInput, NotFound, Unavailable
 from backend.identity.principal import Principal, Role, require_role
-from backend.streams import attempts, keys, live, lockout, nginx
+from backend.streams import attempts, keys, live, lockout, nginx, schedules
 from backend.streams.attempts import Attempt, AttemptCount
 from backend.streams.keys import IssuedKey, StreamKey
 from backend.streams.live import LiveStream, Reconciliation
 from backend.streams.lockout import FailureState
 from backend.streams.pepper import key_pepper
+from backend.streams.schedules import Schedule
+from backend.streams.schedules import parse_when as parse_when  # the schedule form's time grammar, for pages
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +205,31 @@ def clear_lockout(principal: Principal, addr: str | None = None, *, settings: Se
     require_role(principal, Role.operator, "clear publish lockouts")
     with query_connection(settings) as conn:
         return lockout.clear(conn, principal, addr)
+
+
+# -- scheduled streams -------------------------------------------------------------------------------------------
+
+
+def schedule_stream(principal: Principal, name: str, key_id: str, vm: str, starts_at: datetime, ends_at: datetime,
+                    *, grace: timedelta = timedelta(0), zone: str | None = None,
+                    settings: Settings | None = None) -> Schedule:
+    """Bind a key to a window on a VM (operator+, audited): the key then publishes only inside its windows ± grace,
+    the VM is started ahead of the start (`vm start-scheduled`) and auto-shutdown holds it during the window."""
+    require_role(principal, Role.operator, "schedule streams")
+    with query_connection(settings) as conn:
+        return schedules.create(conn, principal, name, key_id, vm, starts_at, ends_at, grace=grace, zone=zone)
+
+
+def list_schedules(principal: Principal, *, include_past: bool = False, vm: str | None = None,
+                   settings: Settings | None = None) -> list[Schedule]:
+    """Scheduled streams by start: upcoming and open ones, or all with `include_past`."""
+    require_role(principal, Role.viewer, "list scheduled streams")
+    with query_connection(settings) as conn:
+        return schedules.list_schedules(conn, principal, include_past=include_past, vm=vm)
+
+
+def cancel_schedule(principal: Principal, schedule_id: int, *, settings: Settings | None = None) -> Schedule:
+    """Cancel a scheduled stream (operator+, audited)."""
+    require_role(principal, Role.operator, "cancel scheduled streams")
+    with query_connection(settings) as conn:
+        return schedules.cancel(conn, principal, schedule_id)

@@ -23,7 +23,7 @@ import typer
 from backend.cli_support import err_console, fail, friendly_errors, progress_bar, to_jsonable, with_options
 from backend.config import get_settings
 from backend.errors import InvalidInput
-from backend.parsing import parse_duration
+from backend.parsing import parse_duration, parse_labels
 from backend.telemetry.collectors import LiveCollector
 from backend.telemetry.collectors.pacing import paced, polled
 from backend.telemetry.collectors.tokens import token_usage_only, with_token_usage
@@ -53,6 +53,8 @@ class ProduceOptions:
     seed: Annotated[int, typer.Option("--seed", help="simulator: same seed, same fleet and samples")] = 0
     models: Annotated[str, typer.Option(
         "--models", help=f"simulator: host models, cycled ({','.join(MODELS)})")] = "h100,a100,l4"
+    host_workload: Annotated[list[str] | None, typer.Option(
+        "--host-workload", help="simulator: HOST=WORKLOAD pins a host's GPUs (e.g. gpu-node-03=idle)")] = None
     fault: Annotated[list[str] | None, typer.Option(
         "--fault", help=f"simulator: inject KIND[:HOST/INDEX][@OFFSET], KIND one of {', '.join(KINDS)}")] = None
     count: Annotated[int | None, typer.Option(
@@ -118,7 +120,8 @@ def _simulated(run: _Run) -> Iterable[Message]:
     elif o.count:
         start, end = now - (o.count - 1) * every, now + every
     fleet = Fleet(o.hosts, o.gpus_per_host, o.seed, [FaultSpec.parse(f) for f in o.fault or ()], start,
-                  [m.strip() for m in o.models.split(",") if m.strip()])
+                  [m.strip() for m in o.models.split(",") if m.strip()], host_workloads=parse_labels(
+                      o.host_workload or [], what="--host-workload"))
     _announce(fleet, o.schedule_out)
     tick = None
     if end is not None and not o.follow:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -136,7 +136,8 @@ class Fleet:
 
     def __init__(self, hosts: int = 2, gpus_per_host: int = 8, seed: int = 0, faults: Sequence[FaultSpec] = (),
                  start: datetime | None = None, models: Sequence[str] = ("h100", "a100", "l4"),
-                 host_prefix: str = "gpu-node") -> None:
+                 host_prefix: str = "gpu-node", host_workloads: Mapping[str, str] | None = None) -> None:
+        """`host_workloads` pins every GPU of a host to one workload (the demo keeps some hosts idle)."""
         if not 1 <= hosts <= 10_000:
             raise InvalidInput("hosts must be between 1 and 10000")
         if not 1 <= gpus_per_host <= 16:
@@ -146,6 +147,9 @@ class Fleet:
             raise InvalidInput(f"unknown GPU model {', '.join(unknown) or '(none)'}: choose from {', '.join(MODELS)}")
         if start is not None and start.tzinfo is None:
             raise InvalidInput("start must be timezone-aware (UTC)")
+        pinned = dict(host_workloads or {})
+        if bad := sorted(w for w in pinned.values() if w not in WORKLOADS):
+            raise InvalidInput(f"unknown workload {', '.join(bad)}: choose from {', '.join(WORKLOADS)}")
         self.seed = seed
         self.start = (start or datetime.now(UTC)).astimezone(UTC)
         self.gpus: list[SimGpu] = []
@@ -156,6 +160,7 @@ class Fleet:
                 rng = random.Random(f"{seed}/{host}/{i}")
                 gpu_uuid = f"GPU-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
                 workload = rng.choices(WORKLOADS, _WORKLOAD_WEIGHTS[model.key])[0]
+                workload = pinned.get(host, workload)
                 served = rng.choice(model.served_models) if workload == "inference" else None
                 self.gpus.append(SimGpu(host, i, gpu_uuid, model, workload, served, len(self.gpus)))
         self.schedule = FaultSchedule(self._resolve(faults))

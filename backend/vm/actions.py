@@ -14,7 +14,7 @@ from typing import Protocol
 from backend.config import Settings
 from backend.errors import PlatformError
 from backend.vm.compute import instances_client
-from backend.vm.gce_metadata import this_instance
+from backend.vm.gce_metadata import InstanceIdentity, this_instance
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,14 @@ class GcpStop:
 
     name = "gcp"
 
-    def __init__(self, metadata_host: str, endpoint: str | None = None) -> None:
-        self.metadata_host, self.endpoint = metadata_host, endpoint
+    def __init__(self, metadata_host: str, endpoint: str | None = None, *,
+                 instance: InstanceIdentity | None = None) -> None:
+        """`instance`: who "this" VM is when known without the metadata server (the demo's simulated hosts)."""
+        self.metadata_host, self.endpoint, self.instance = metadata_host, endpoint, instance
 
     def stop(self) -> StopOutcome:
         try:
-            me = this_instance(self.metadata_host)
+            me = self.instance or this_instance(self.metadata_host)
             operation = instances_client(self.endpoint).stop(project=me.project, zone=me.zone, instance=me.name)
         except PlatformError as exc:
             return StopOutcome(False, False, str(exc))

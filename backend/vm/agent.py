@@ -28,6 +28,7 @@ from backend.vm.signals.custom import CommandProbe
 from backend.vm.signals.gpu import GpuSignal, GpuThresholds
 from backend.vm.signals.network import NetworkSignal
 from backend.vm.signals.rtmp import RtmpSignal
+from backend.vm.signals.schedule import ScheduleSignal
 from backend.vm.signals.ssh import SshSignal
 from backend.vm.state import Evaluation, Event, Store, open_store
 
@@ -165,6 +166,7 @@ def build_signals(settings: Settings, host: str) -> list[Signal]:
         ),
         CpuSignal(settings.autoshutdown_cpu_busy_percent),
         NetworkSignal(settings.autoshutdown_network_kib_per_s),
+        ScheduleSignal(host, settings.database_url, timedelta(seconds=settings.streams_schedule_lead_seconds)),
     ]
     if settings.autoshutdown_ssh:
         signals.append(SshSignal())

@@ -3,6 +3,7 @@ for operators. Authorization and auditing live in `backend.vm.service`; this onl
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,9 +12,11 @@ from pydantic import BaseModel, Field
 from backend.api.auth import operator, viewer
 from backend.config import Settings
 from backend.identity.principal import Principal
+from backend.parsing import parse_duration
 from backend.vm import service
 from backend.vm.compute import VmInstance
 from backend.vm.containers import ContainerInfo
+from backend.vm.replay import PolicyChanges, ReplayResult
 from backend.vm.state import Evaluation
 
 router = APIRouter(prefix="/api/v1", tags=["vm"])
@@ -67,6 +70,35 @@ def autoshutdown_snooze(
 def autoshutdown_skip(request: Request, body: SkipRequest, principal: Principal = Depends(operator)) -> dict[str, Any]:
     service.skip(principal, body.host, settings=_settings(request))
     return _status(service.agent_status(principal, body.host, settings=_settings(request)))
+
+
+@router.get("/autoshutdown/replay")
+def autoshutdown_replay(
+    request: Request, since: str = Query("30d", description="replay this last span, e.g. 30d"),
+    threshold: str | None = Query(None, description="what-if idle threshold, e.g. 10m"),
+    min_uptime: str | None = Query(None), warn: str | None = Query(None),
+    never_stop: list[str] | None = Query(None, description="what-if never-stop windows"),
+    host: str | None = None, principal: Principal = Depends(viewer),
+) -> dict[str, Any]:
+    """What-if: the current policy and the one given, replayed over the stored evaluations (docs/autoshutdown.md)."""
+    changes = PolicyChanges(
+        idle_seconds=_seconds(threshold, "threshold"), warn_seconds=_seconds(warn, "warn"),
+        min_uptime_seconds=_seconds(min_uptime, "min_uptime"), never_stop=tuple(never_stop) if never_stop else None,
+    )
+    result = service.replay_policy(principal, parse_duration(since, what="since"), changes, host,
+                                   settings=_settings(request))
+    return {"start": result.start, "end": result.end, "assumption": result.assumption,
+            "difference": result.difference(), "current": _replayed(result.current),
+            "candidate": _replayed(result.candidate)}
+
+
+def _seconds(text: str | None, what: str) -> float | None:
+    return None if text is None else parse_duration(text, what=what, allow_zero=True).total_seconds()
+
+
+def _replayed(run: ReplayResult) -> dict[str, Any]:
+    return {"policy": run.policy, "totals": run.totals(),
+            "hosts": [asdict(h) | {"regret": h.regret} for h in run.hosts]}
 
 
 @router.get("/vms")

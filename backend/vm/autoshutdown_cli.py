@@ -14,19 +14,38 @@ from rich.table import Table
 
 from backend.cli_support import acting_principal, console, friendly_errors, print_json, to_jsonable, with_options
 from backend.config import Settings, get_settings
+from backend.errors import InvalidInput
+from backend.parsing import parse_duration
 from backend.vm import service
 from backend.vm.agent import Outcome, build_agent
+from backend.vm.replay import PolicyChanges, ReplayResult
 from backend.vm.signals import Reading
 from backend.vm.state import Evaluation
 
 app = typer.Typer(help="VM inactivity auto-shutdown agent (docs/autoshutdown.md).", no_args_is_help=True)
 
 _COLOURS = {"idle": "green", "active": "yellow", "unknown": "red", "n/a": "dim"}
-IdleSeconds = Annotated[float | None, typer.Option("--idle-seconds", help="idle this long before a stop")]
-WarnSeconds = Annotated[float | None, typer.Option("--warn-seconds", help="warn this long before a stop")]
-MinUptime = Annotated[float | None, typer.Option("--min-uptime-seconds", help="never stop before this uptime")]
-PollSeconds = Annotated[float | None, typer.Option("--poll-seconds", help="seconds between evaluations")]
-MaxAge = Annotated[float | None, typer.Option("--max-age-seconds", help="stop after this uptime even when busy")]
+
+
+def _seconds(text: str) -> float:
+    """A policy duration option: `30m`, `1h30m` or plain seconds (backend.parsing)."""
+    try:
+        return parse_duration(text, what="duration", allow_zero=True, bare_seconds=True).total_seconds()
+    except InvalidInput as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _duration(*names: str, help: str) -> Any:
+    return typer.Option(*names, parser=_seconds, metavar="DURATION", help=f"{help} (e.g. 30m, 1h, or seconds)")
+
+
+IdleSeconds = Annotated[float | None, _duration("--idle-seconds", "--threshold", help="idle this long before a stop")]
+WarnSeconds = Annotated[float | None, _duration("--warn-seconds", "--warn", help="warn this long before a stop")]
+MinUptime = Annotated[float | None, _duration("--min-uptime-seconds", "--min-uptime",
+                                              help="never stop before this uptime")]
+PollSeconds = Annotated[float | None, _duration("--poll-seconds", "--poll", help="time between evaluations")]
+MaxAge = Annotated[float | None, _duration("--max-age-seconds", "--max-age",
+                                          help="stop after this uptime even when busy")]
 ActionKind = Annotated[str | None, typer.Option("--action", help="dry-run, command or gcp")]
 StopCommand = Annotated[str | None, typer.Option("--command", help="the command of the `command` action")]
 NeverStop = Annotated[list[str] | None, typer.Option("--never-stop", help="e.g. 'Mon-Fri 09:00-18:00 Europe/Berlin'")]
@@ -50,18 +69,28 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @dataclass(frozen=True)
-class AgentOptions:
-    """What `evaluate` and `run` take on the command line, each named after its `AUTOSHUTDOWN_*` setting; an
-    option not given keeps the setting (environment, secrets.env)."""
+class PolicyOptions:
+    """The policy's options, each named after its `AUTOSHUTDOWN_*` setting; an option not given keeps the setting
+    (environment, secrets.env). `evaluate` and `run` apply them, `replay` tries them on the stored history."""
 
     idle_seconds: IdleSeconds = None
     warn_seconds: WarnSeconds = None
     min_uptime_seconds: MinUptime = None
     poll_seconds: PollSeconds = None
     max_age_seconds: MaxAge = None
+    never_stop: NeverStop = None
+
+    def changes(self) -> PolicyChanges:
+        return PolicyChanges(self.idle_seconds, self.warn_seconds, self.min_uptime_seconds, self.poll_seconds,
+                             self.max_age_seconds, tuple(self.never_stop) if self.never_stop else None)
+
+
+@dataclass(frozen=True)
+class AgentOptions(PolicyOptions):
+    """What `evaluate` and `run` take: the policy's options and the agent's own."""
+
     action: ActionKind = None
     command: StopCommand = None
-    never_stop: NeverStop = None
     probes: Probes = None
     hooks: Hooks = None
     nginx_stat_url: StatUrl = None
@@ -183,3 +212,45 @@ def skip(host: Host = None, state_file: StateFile = None) -> None:
     """Skip this countdown: a full idle period must pass again (operator+, audited)."""
     service.skip(acting_principal(), host, settings=_settings(state_file=state_file))
     console.print("skipped: the idle clock starts again")
+
+
+@app.command()
+@friendly_errors
+@with_options(PolicyOptions)
+def replay(
+    options: PolicyOptions,
+    since: str = typer.Option("30d", "--since", help="replay the evaluations of this last span, e.g. 30d"),
+    host: Host = None,
+    stops: bool = typer.Option(False, "--stops", help="list every replayed stop"),
+    as_json: AsJson = False,
+) -> None:
+    """What-if: replay the stored evaluations under the current policy and under the options given, per VM."""
+    result = service.replay_policy(acting_principal(), parse_duration(since, what="--since"), options.changes(),
+                                   host, settings=get_settings())
+    if as_json:
+        print_json({"start": result.start, "end": result.end, "assumption": result.assumption,
+                    "difference": result.difference(),
+                    **{name: _replay_json(run) for name, run in (("current", result.current),
+                                                                 ("candidate", result.candidate))}})
+        return
+    console.print(f"replayed {result.start:%Y-%m-%d %H:%M} – {result.end:%Y-%m-%d %H:%M} UTC")
+    table = Table("VM", "evaluations", "stops now → what-if", "hours off", "saved $", "regret")
+    for now, then in zip(result.current.hosts, result.candidate.hosts, strict=True):
+        table.add_row(now.host, str(now.evaluations), f"{len(now.stops)} → {len(then.stops)}",
+                      f"{now.stopped_hours:.1f} → {then.stopped_hours:.1f}",
+                      f"{now.saved_usd:.2f} → {then.saved_usd:.2f}", f"{now.regret} → {then.regret}")
+    a, b = result.current, result.candidate
+    table.add_row("[bold]total[/]", "", f"{a.stops} → {b.stops}", f"{a.stopped_hours:.1f} → {b.stopped_hours:.1f}",
+                  f"{a.saved_usd:.2f} → {b.saved_usd:.2f}", f"{a.regret} → {b.regret}")
+    console.print(table)
+    if stops:
+        for h in b.hosts:
+            for s in h.stops:
+                mark = " [red]regret[/]" if s.regret else ""
+                console.print(f"  {h.host} {s.at:%m-%d %H:%M} → {s.until:%m-%d %H:%M} ({s.hours:.1f} h){mark}")
+    console.print(f"assumption: {result.assumption}", highlight=False)
+
+
+def _replay_json(run: ReplayResult) -> dict[str, Any]:
+    hosts = [to_jsonable(h) | {"regret": h.regret} for h in run.hosts]
+    return {"policy": run.policy, "totals": run.totals(), "hosts": hosts}

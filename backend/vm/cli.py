@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import typer
 from rich.table import Table
 
 from backend.cli_support import acting_principal, console, err_console, friendly_errors, print_json
+from backend.parsing import parse_duration
 from backend.vm import service
 
 app = typer.Typer(help="VM status and start/stop; containers on this host.", no_args_is_help=True)
@@ -85,3 +87,24 @@ def restart(name: str) -> None:
     with err_console.status(f"restarting {name}…"):
         info = service.restart_container(acting_principal(), name)
     console.print(f"restarted {info.name}: {info.status}, {info.restart_count} restart(s)")
+
+
+@app.command("start-scheduled")
+@friendly_errors
+def start_scheduled(
+    every: str | None = typer.Option(None, "--every", help="repeat every interval (e.g. 30s) until stopped"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Start the VMs of scheduled streams due within STREAMS_SCHEDULE_LEAD_SECONDS (audited); once, or as a loop."""
+    interval = parse_duration(every, what="--every", bare_seconds=True).total_seconds() if every else None
+    while True:
+        started = service.start_scheduled_vms()
+        if as_json:
+            print_json(started)
+        for s in [] if as_json else started:
+            outcome = f"[red]not started: {s.error}[/]" if s.error else "started"
+            console.print(f"{s.vm} for {s.name!r} (schedule {s.schedule_id}, {s.starts_at:%Y-%m-%d %H:%M} UTC): "
+                          f"{outcome}", highlight=False)
+        if interval is None:
+            return
+        time.sleep(interval)

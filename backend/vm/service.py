@@ -10,24 +10,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
 
 from backend import audit
 from backend.config import Settings, get_settings
-from backend.costs.savings import Savings, savings
+from backend.costs.savings import HostRates
 from backend.db import connect
 from backend.db.connection import query_connection
-from backend.errors import InvalidInput, PlatformError
+from backend.errors import InvalidInput, NotFound, PlatformError
 from backend.identity.principal import PermissionDenied, Principal, Role, require_role
+from backend.streams import schedules
 from backend.vm import policy
-from backend.vm.agent import host_name
+from backend.vm.agent import build_policy, host_name
 from backend.vm.compute import GcpInstances, Instances, LocalHost, VmInstance
 from backend.vm.containers import ContainerInfo, DockerHost
-from backend.vm.policy import Countdown
-from backend.vm.state import Evaluation, Event, open_store, stopped_intervals
+from backend.vm.policy import Countdown, Policy
+from backend.vm.replay import (
+    HostReplay,
+    PolicyChanges,
+    ReplayResult,
+    ReplayStop,
+    describe,
+    load_samples,
+    replay_host,
+    replay_hosts,
+    run_ends,
+)
+from backend.vm.state import Evaluation, Event, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -226,10 +238,97 @@ def skip(principal: Principal, host: str | None = None, *, settings: Settings | 
     return _change_countdown(principal, host, settings, "skipped", policy.skip)
 
 
-def shutdown_savings(principal: Principal, start: datetime, end: datetime, *,
-                     settings: Settings | None = None) -> Savings:
-    """GPU-hours and dollars the agents' real stops saved within [start, end) (dry runs save nothing)."""
+# -- scheduled streams: start the VM ahead of the window ------------------------------------------------------------
+
+SCHEDULER = Principal("stream-scheduler", Role.operator)
+"""Who the audit log names for VM starts made for scheduled streams."""
+
+
+@dataclass(frozen=True)
+class ScheduledStart:
+    schedule_id: int
+    name: str
+    vm: str
+    starts_at: datetime
+    error: str | None = None
+
+
+def start_scheduled_vms(settings: Settings | None = None, *, now: datetime | None = None) -> list[ScheduledStart]:
+    """Start the VM of every scheduled stream due within `STREAMS_SCHEDULE_LEAD_SECONDS` (a background job:
+    `stream-platform vm start-scheduled`). Each start goes through `start_vm` (audited as `stream-scheduler`); a
+    failed one is recorded on the schedule and tried again on the next pass."""
     settings = settings or get_settings()
-    require_role(principal, Role.viewer, "view auto-shutdown savings")
+    now = now or datetime.now(UTC)
+    lead = timedelta(seconds=settings.streams_schedule_lead_seconds)
+    with connect(settings, autocommit=True) as conn:
+        due = schedules.due_starts(conn, lead, now)
+    done = []
+    for schedule in due:
+        try:
+            start_vm(SCHEDULER, schedule.vm, schedule.zone, settings=settings)
+            error = None
+        except PlatformError as exc:
+            error = str(exc)
+            log.warning("scheduled stream %s: VM %s did not start: %s", schedule.id, schedule.vm, error)
+        with connect(settings, autocommit=True) as conn:
+            schedules.mark_started(conn, schedule.id, now, error)
+        done.append(ScheduledStart(schedule.id, schedule.name, schedule.vm, schedule.starts_at, error))
+    return done
+
+
+# -- policy replay (what-if) -------------------------------------------------------------------------------------
+
+MAX_REPLAY = timedelta(days=92)
+
+
+@dataclass(frozen=True)
+class ReplayComparison:
+    """The what-if policy next to the current one, over the same stored history (docs/autoshutdown.md)."""
+
+    start: datetime
+    end: datetime
+    current: ReplayResult
+    candidate: ReplayResult
+    assumption: str = ("a replayed stop saves the time the VM really ran until the history shows it was needed "
+                       "again; regret = a stream live or a GPU busy within 1 h after a replayed stop")
+
+    def difference(self) -> dict[str, float]:
+        """Candidate minus current, per total."""
+        now, then = self.candidate.totals(), self.current.totals()
+        return {k: round(now[k] - then[k], 3) for k in now}
+
+
+def replay_policy(principal: Principal, since: timedelta, changes: PolicyChanges | None = None,
+                  host: str | None = None, *, settings: Settings | None = None,
+                  now: datetime | None = None) -> ReplayComparison:
+    """Replay the current policy and the what-if (`changes` over it) on the evaluations of the last `since`."""
+    settings = settings or get_settings()
+    require_role(principal, Role.viewer, "replay the auto-shutdown policy")
+    if not timedelta(0) < since <= MAX_REPLAY:
+        raise InvalidInput(f"replay range must be between 1 s and {MAX_REPLAY.days} days")
+    current = build_policy(settings)
+    candidate = (changes or PolicyChanges()).apply(current)
+    end = now or datetime.now(UTC)
+    start = end - since
     with query_connection(settings) as conn:
-        return savings(conn, start, end, stopped_intervals(conn, start, end))
+        hosts = replay_hosts(conn, start, end, host)
+        if host is not None and not hosts:
+            raise NotFound(f"no auto-shutdown evaluations of {host} since {start:%Y-%m-%d %H:%M} UTC")
+        runs: dict[str, tuple[int, list[ReplayStop], list[ReplayStop]]] = {}
+        for name in hosts:
+            samples = load_samples(conn, name, start, end)
+            ends = run_ends(samples)
+            runs[name] = (len(samples), replay_host(current, samples, ends), replay_host(candidate, samples, ends))
+        return ReplayComparison(start, end, _priced(conn, current, runs, 1), _priced(conn, candidate, runs, 2))
+
+
+def _priced(conn: psycopg.Connection, replayed: Policy, runs: dict[str, tuple[int, list[ReplayStop], list[ReplayStop]]],
+            which: int) -> ReplayResult:
+    """Price one policy's replayed stops like the savings ledger prices real ones (`costs.savings.HostRates`)."""
+    rates, hosts = HostRates(conn), []
+    for host, run in runs.items():
+        stops = run[which]
+        priced = [rates.price(host, s.at, s.until) for s in stops]
+        hosts.append(HostReplay(host, run[0], stops, sum(s.hours for s in stops), sum(p.usd for p in priced),
+                                sum(p.unpriced_gpu_hours for p in priced)))
+    return ReplayResult(describe(replayed), hosts)

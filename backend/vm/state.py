@@ -18,7 +18,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from backend.config import Settings
-from backend.costs.savings import StoppedInterval
 from backend.db.connection import connect_url
 from backend.errors import Unavailable
 from backend.vm.policy import Countdown, Decision
@@ -197,22 +196,3 @@ def open_store(settings: Settings) -> Store:
         return DbStore(settings.database_url)
     return FileStore(settings.autoshutdown_state_file)
 
-
-def stopped_intervals(conn: psycopg.Connection, start: datetime, end: datetime) -> list[StoppedInterval]:
-    """When hosts were stopped by the agent within [start, end): from each real stop to the next boot (or `end`).
-
-    Dry runs, aborted and failed stops are not stopped time. Feeds `backend.costs.savings.savings()`.
-    """
-    rows = conn.execute(
-        """SELECT s.host, s.at AS stopped_at, s.detail->>'action' AS action,
-                  (SELECT min(b.at) FROM vm_events b WHERE b.host = s.host AND b.kind = 'booted' AND b.at > s.at)
-                      AS started_at
-           FROM vm_events s WHERE s.kind = 'stopped' AND s.at < %s ORDER BY s.host, s.at""",
-        (end,),
-    ).fetchall()
-    intervals = []
-    for row in rows:
-        first, last = max(row["stopped_at"], start), min(row["started_at"] or end, end)
-        if last > first:
-            intervals.append(StoppedInterval(row["host"], first, last, f"auto-shutdown ({row['action']})"))
-    return intervals

@@ -159,6 +159,49 @@ def stored_once(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {"rows": count_rows(db), **rollups}
 
 
+def _reference_columns() -> dict[str, str]:
+    """Rollup column → its aggregate over raw rows, written independently of the rollup code on purpose."""
+    columns = {"samples": "count(*)", "host": "max(host)", "gpu_index": "max(gpu_index)",
+               "clocks_event_reasons_or": "bit_or(clocks_event_reasons)"}
+    for f in FIELDS:
+        columns |= {f"{f.column}_min": f"min({f.column})", f"{f.column}_max": f"max({f.column})"}
+        if f.kind == "gauge":
+            columns[f"{f.column}_avg"] = f"avg({f.column})"
+    return columns
+
+
+def _values(db, query: str) -> dict[tuple, object]:  # type: ignore[no-untyped-def]
+    """{(gpu_uuid, bucket, column): value} for the reference columns of the rows `query` returns."""
+    names = _reference_columns()
+    return {(r["gpu_uuid"], r["bucket"], k): r[k] for r in db.execute(query).fetchall() for k in names}
+
+
+def assert_rollups_exact(db, *, materialized: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """`gpu_metrics_1m` / `_1h` equal a recomputation from raw rows (averages to 1e-9, the rest exactly) and no
+    bucket is both pending and materialized; with `materialized`, the state tables equal it on their own and
+    nothing is pending."""
+    exprs = ", ".join(f"{agg} AS {name}" for name, agg in _reference_columns().items())
+    averages = ", ".join(f"{f.column}_sum / NULLIF({f.column}_n, 0) AS {f.column}_avg" for f in FIELDS
+                         if f.kind == "gauge")
+    for unit, name in (("minute", "1m"), ("hour", "1h")):
+        expected = _values(db, f"SELECT gpu_uuid, date_trunc('{unit}', time, 'UTC') AS bucket, {exprs} "
+                               "FROM gpu_metrics GROUP BY 1, 2")
+        relations = [f"SELECT * FROM gpu_metrics_{name}"]
+        if materialized:
+            relations.append(f"SELECT *, {averages} FROM gpu_metrics_{name}_state")
+        both = db.execute(f"SELECT count(*) AS n FROM gpu_metrics_{name}_state JOIN gpu_metrics_{name}_pending "
+                          "USING (bucket)").fetchone()["n"]
+        assert both == 0, f"{name}: {both} state rows of buckets still pending (the view would count them twice)"
+        for relation in relations:
+            found = _values(db, relation)
+            assert found.keys() == expected.keys(), relation
+            wrong = {k: (found[k], v) for k, v in expected.items()
+                     if found[k] != v and not (isinstance(v, float) and found[k] == pytest.approx(v, rel=1e-9))}
+            assert not wrong, f"{relation}: {len(wrong)} values differ, e.g. {list(wrong.items())[:3]}"
+    if materialized:
+        assert count_rows(db, "gpu_metrics_1m_pending") == count_rows(db, "gpu_metrics_1h_pending") == 0
+
+
 @pytest.fixture
 def sinks():  # type: ignore[no-untyped-def]
     """Subprocess sinks started by a test; any still running at the end are killed (only ours)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from confluent_kafka import Message
@@ -36,11 +36,19 @@ class GpuSeen:
     first_seen: datetime
     last_seen: datetime
 
-    def merge(self, other: GpuSeen) -> None:
-        if other.last_seen >= self.last_seen:
+    def see(self, host: str, gpu_index: int, model: str | None, driver: str | None, labels: dict[str, str],
+            ts: datetime) -> None:
+        """Fold in one more sample, in place (once per sample: no object per sample): the newest sample's identity
+        wins, a model or driver once known sticks."""
+        if ts >= self.last_seen:
             self.host, self.gpu_index, self.model, self.driver, self.labels = (
-                other.host, other.gpu_index, other.model or self.model, other.driver or self.driver, other.labels)
-            self.last_seen = other.last_seen
+                host, gpu_index, model or self.model, driver or self.driver, labels)
+            self.last_seen = ts
+        elif ts < self.first_seen:
+            self.first_seen = ts
+
+    def merge(self, other: GpuSeen) -> None:
+        self.see(other.host, other.gpu_index, other.model, other.driver, other.labels, other.last_seen)
         self.first_seen = min(self.first_seen, other.first_seen)
 
 
@@ -55,9 +63,18 @@ class Batch:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     consumed: int = 0
 
+    def minutes(self) -> set[int]:
+        """The minutes (Unix time // 60) the metric rows fall in; distinct times first, as a fleet shares them."""
+        return {int(ts.timestamp()) // 60 for ts in {row[0] for row in self.metric_rows}}
+
     @property
-    def days(self) -> set:
-        return {row[0].date() for row in self.metric_rows}
+    def days(self) -> set[date]:
+        """The UTC days of the metric rows (their `gpu_metrics` partitions)."""
+        return days_of(self.minutes())
+
+
+def days_of(minutes: set[int]) -> set[date]:
+    return {datetime.fromtimestamp(minute * 60, UTC).date() for minute in minutes}
 
 
 def build_batch(messages: list[Message], telemetry_topic: str, window: TimeWindow) -> Batch:
@@ -83,12 +100,12 @@ def add_sample(batch: Batch, value: bytes | None, window: TimeWindow) -> None:
     batch.metric_rows.append(
         (sample.ts, sample.gpu_uuid, sample.host, sample.gpu_index, *values, Jsonb(extra) if extra else None)
     )
-    seen = GpuSeen(sample.host, sample.gpu_index, sample.model, sample.driver, sample.labels, sample.ts, sample.ts)
     known = batch.gpus.get(sample.gpu_uuid)
     if known is None:
-        batch.gpus[sample.gpu_uuid] = seen
+        batch.gpus[sample.gpu_uuid] = GpuSeen(sample.host, sample.gpu_index, sample.model, sample.driver,
+                                              sample.labels, sample.ts, sample.ts)
     else:
-        known.merge(seen)
+        known.see(sample.host, sample.gpu_index, sample.model, sample.driver, sample.labels, sample.ts)
 
 
 def add_tokens(batch: Batch, value: bytes | None, window: TimeWindow) -> None:

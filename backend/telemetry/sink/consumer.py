@@ -6,7 +6,9 @@ after batch N is finished, so at most one write is in flight and offsets are com
 its database commit and after the broker has acknowledged its dead letters: a crash at any point replays
 (harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database or dead-letter outage is
 waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
-refuses for its content is split so that only the offending messages go to the dead-letter topic.
+refuses for its content is split so that only the offending messages go to the dead-letter topic. In the postgres
+profile a rollup worker thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the
+writer keeps, on its own connection, outside the batches' transactions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from backend.messaging.kafka import ensure_topics, make_consumer
 from backend.telemetry.sink.batch import Batch, build_batch
 from backend.telemetry.sink.dlq import DeadLetters, make_dead_letters
 from backend.telemetry.sink.metrics import SinkMetrics
+from backend.telemetry.sink.rollup_worker import RollupWorker
 from backend.telemetry.sink.validate import Rejected, TimeWindow
 from backend.telemetry.sink.writer import PostgresWriter, WriteResult
 
@@ -94,6 +97,7 @@ class Sink:
         self.summary = SinkSummary()
         self._writer = PostgresWriter(self.settings, use_copy=use_copy)
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self._rollups: RollupWorker | None = None
         self._inflight: _InFlight | None = None
         self._stop = threading.Event()
         self._pending: list[Message] = []
@@ -122,12 +126,16 @@ class Sink:
         self._consumer = make_consumer(s.kafka_group_id, s, **{"fetch.wait.max.ms": wait_ms})
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("sink consuming %s as group %s", ", ".join(topics), s.kafka_group_id)
+        today = datetime.now(UTC).date()
+        self._write_thread.submit(self._writer.warm_up, {today, today + timedelta(days=1)})  # during the group join
         try:
             self._loop()
             self._flush()
             self._finish()
         finally:
             self._write_thread.shutdown(wait=True)  # never close the connection under a running write
+            if self._rollups is not None:
+                self._rollups.stop()
             self._consumer.close()
             self._writer.close()
         log.info("sink stopped: %s", self.summary)
@@ -142,6 +150,9 @@ class Sink:
         size, latency = self.settings.sink_batch_size, self.settings.sink_batch_max_latency_ms / 1000
         batch_started = time.monotonic()
         while not self._stop.is_set():
+            if self._rollups is None and self._writer.profile == "postgres":
+                self._rollups = RollupWorker(self.settings, self.metrics)
+                self._rollups.start()
             wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
             if self._inflight is not None:
                 wait = min(wait, INFLIGHT_POLL_S)

@@ -27,6 +27,17 @@ class SinkMetrics:
                                     buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000))
         self.lag = Gauge("sink_consumer_lag", "Messages behind the high watermark", ["topic", "partition"],
                          registry=self.registry)
+        self.rollup_minutes = Counter("sink_rollup_minutes", "1-minute buckets materialized by the rollup worker",
+                                      registry=self.registry)
+        self.rollup_delay = Histogram(
+            "sink_rollup_delay_seconds", "From a minute complete (its end, or a later write to it) to its rollup "
+            "materialized; bounded by ROLLUP_MAX_DELAY_S plus one pass", registry=self.registry,
+            buckets=(1, 2.5, 5, 7.5, 10, 15, 20, 30, 60, 120, 300))
+        self.rollup_pending = Gauge("sink_rollup_pending_minutes", "Minutes in the invalidation log after the last "
+                                    "pass (open or just written; readers aggregate them from raw rows)",
+                                    registry=self.registry)
+        self.rollup_failures = Counter("sink_rollup_failures", "Rollup passes that failed (retried next tick)",
+                                       registry=self.registry)
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port` (all interfaces, for the scraper)."""

