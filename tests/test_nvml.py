@@ -50,7 +50,7 @@ def test_collector_samples_leave_unsupported_fields_out(fake: FakeNvml) -> None:
                  FakeGpu(util=0, uuid="GPU-2")]
     collector = NvmlCollector()
     try:
-        first, second = collector.sample()
+        first, second = collector.samples()
     finally:
         collector.close()
     assert collector.driver == "550.54.15" and fake.initialised == 0
