@@ -39,6 +39,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.longrepr = f"skipped in CI (install what the test needs instead): {report.longrepr}"
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Code under test may set process environment (the demo exports its settings to its children): each test
+    starts from the session's environment and leaves it as it found it."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a server where tests may create databases."""
