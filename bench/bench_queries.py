@@ -53,6 +53,7 @@ from backend.queries.fleet import SUMMARY_METRICS, FleetPage, GpuSummary, fleet_
 from backend.queries.timeseries import SeriesPoint, gpu_timeseries, points_from_rows  # noqa: E402
 from backend.telemetry.fields import COLUMNS, FIELDS  # noqa: E402
 from backend.telemetry.sink.batch import Batch, GpuSeen  # noqa: E402
+from backend.telemetry.sink.rollup_worker import materialize  # noqa: E402
 from backend.telemetry.sink.writer import PostgresWriter  # noqa: E402
 
 GAUGES = [f.column for f in FIELDS if f.kind == "gauge"]
@@ -123,6 +124,7 @@ def load(settings: Settings, gpus: int, hours: int, interval: int, end: datetime
     finally:
         writer.close()
     print(file=sys.stderr)
+    materialize(settings)  # as a running sink's rollup worker would: readers then use stored rollups, not raw rows
     return rows, time.perf_counter() - began
 
 

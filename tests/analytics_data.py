@@ -39,11 +39,10 @@ def store(settings: Settings, rows: Iterable[tuple], tokens: Iterable[tuple] = (
     batch = Batch()
     for gpu, ts, values in rows:
         batch.metric_rows.append((ts, gpu.uuid, gpu.host, gpu.index, *[values.get(c) for c in COLUMNS], None))
-        seen = GpuSeen(gpu.host, gpu.index, gpu.model, "550.54", gpu.labels, ts, ts)
         if gpu.uuid in batch.gpus:
-            batch.gpus[gpu.uuid].merge(seen)
+            batch.gpus[gpu.uuid].see(gpu.host, gpu.index, gpu.model, "550.54", gpu.labels, ts)
         else:
-            batch.gpus[gpu.uuid] = seen
+            batch.gpus[gpu.uuid] = GpuSeen(gpu.host, gpu.index, gpu.model, "550.54", gpu.labels, ts, ts)
     for ts, gpu, model, interval_s, requests, prompt, completion, p50, p95 in tokens:
         batch.token_rows.append((ts, gpu.host, gpu.uuid, model, interval_s, requests, prompt, completion, p50, p95,
                                  Jsonb({})))

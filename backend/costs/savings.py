@@ -79,10 +79,6 @@ class HostRates:
     def gpus(self, host: str) -> int:
         return len(self._load(host)[0])
 
-    def vm_usd_per_hour(self, host: str) -> float | None:
-        """The VM's price beyond its GPUs, when `vm_prices` has one."""
-        return self._load(host)[1]
-
     def usd_per_hour(self, host: str, at: datetime) -> float:
         """GPUs at the prices in effect at `at`, plus the VM's other price."""
         gpus, vm = self._load(host)

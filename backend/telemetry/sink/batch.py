@@ -47,10 +47,6 @@ class GpuSeen:
         elif ts < self.first_seen:
             self.first_seen = ts
 
-    def merge(self, other: GpuSeen) -> None:
-        self.see(other.host, other.gpu_index, other.model, other.driver, other.labels, other.last_seen)
-        self.first_seen = min(self.first_seen, other.first_seen)
-
 
 @dataclass
 class Batch:
