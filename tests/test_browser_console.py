@@ -102,6 +102,23 @@ def _open(page, title: str) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector(READY)
 
 
+def _submit(page, button, outcome) -> None:  # type: ignore[no-untyped-def]
+    """Click a form's submit button and wait for its outcome; a message box instead fails at once with its text.
+
+    A click that lands while one of the page's auto-refreshing fragments reruns can be lost on a loaded machine
+    (the form stays filled and nothing answers), so a click with no answer at all within 20 s is made once more,
+    as a user would.
+    """
+    answered = outcome.or_(page.locator(f'{PROBLEMS}, [data-testid="stAlertContentWarning"]')).first
+    button.click()
+    try:
+        answered.wait_for(timeout=20_000)
+    except playwright.TimeoutError:
+        button.click()
+        answered.wait_for()
+    assert outcome.is_visible(), f"the form answered with a message: {answered.inner_text()}"
+
+
 def test_every_page_opens_without_an_error_element(page) -> None:  # type: ignore[no-untyped-def]
     for title in PAGES:
         _open(page, title)
@@ -114,9 +131,8 @@ def test_create_a_stream_key_shows_it_once(page) -> None:  # type: ignore[no-unt
     _open(page, "Streams")
     page.get_by_text("Create a stream key").click()
     page.get_by_role("textbox", name="Stream name").fill("browser-cam")
-    page.get_by_role("button", name="Create key").click()
     shown = page.locator('[data-testid="stCode"]').first
-    shown.wait_for()
+    _submit(page, page.get_by_role("button", name="Create key"), shown)
     key = shown.inner_text().strip()
     assert len(key) >= 32
     assert page.get_by_text("for live/browser-cam").count() == 1
@@ -130,8 +146,8 @@ def test_admin_creates_and_reveals_a_secret(page) -> None:  # type: ignore[no-un
     page.get_by_text("Create a secret").click()
     page.get_by_role("textbox", name="Name", exact=True).fill("browser-secret")
     page.get_by_role("textbox", name="Value", exact=True).fill("s3cr3t-from-the-browser")
-    page.get_by_role("button", name="Create", exact=True).click()
-    page.get_by_text("created secret browser-secret").wait_for()
+    _submit(page, page.get_by_role("button", name="Create", exact=True),
+            page.get_by_text("created secret browser-secret"))
     assert "s3cr3t-from-the-browser" not in page.content()
 
     page.get_by_role("button", name="Reveal value").click()
