@@ -88,6 +88,12 @@ def test_nginx_rtmp_config_is_rendered_from_the_streams_template(tmp_path: Path)
     assert child.process.poll() is not None
 
 
+def test_the_demo_runs_the_scheduled_stream_starter_as_a_child(tmp_path: Path) -> None:
+    settings = Settings(health_model_dir=tmp_path)
+    scheduler = [c for c in demo.components(settings, None) if c.name == "scheduler"]
+    assert scheduler == [demo.Component("scheduler", cli=("vm", "start-scheduled"), args=("--every", "10s"))]
+
+
 def test_backfill_progress_counts_stored_samples(settings: Settings) -> None:
     started = datetime.now(UTC)
     stored = demo.store_history(settings, hosts=1, gpus_per_host=2, history=timedelta(minutes=30),
@@ -158,6 +164,32 @@ def _shown(db: psycopg.Connection, compute: ComputeApi) -> dict[str, bool]:
     }
 
 
+SCHEDULER_LEAD_S = 2
+
+
+def _a_scheduled_stream_starts_the_stopped_vm(settings: Settings, compute: ComputeApi, db: psycopg.Connection) -> None:
+    """The demo's scheduled stream on the VM auto-shutdown stopped: the VMs page lists it for that VM, the demo's
+    scheduler child (2 s lead here) starts the VM through the audited VM service, and the VM's agent holds it up."""
+    assert compute.status(seed.SCHEDULED_VM) == "TERMINATED"
+    quick = settings.model_copy(update={"streams_schedule_lead_seconds": SCHEDULER_LEAD_S})
+    scheduled = seed.seed_scheduled_stream(quick, vm_starts_in=timedelta(0))
+    assert scheduled is not None and seed.seed_scheduled_stream(quick) is None
+    booked = {s.vm: (s.app, s.stream, s.name) for s in streams.list_schedules(SYSTEM, settings=settings)}
+    assert booked == {seed.SCHEDULED_VM: ("live", "keynote", "Launch keynote")}  # what the VMs page says
+    deadline = time.monotonic() + 30
+    while compute.status(seed.SCHEDULED_VM) != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert compute.status(seed.SCHEDULED_VM) == "RUNNING"
+    assert streams.list_schedules(SYSTEM, settings=settings)[0].vm_started_at is not None
+    assert db.execute("SELECT 1 FROM audit_log WHERE actor = 'stream-scheduler' AND action = 'vm.start' "
+                      "AND target = %s AND outcome = 'ok'", (seed.SCHEDULED_VM,)).fetchone() is not None
+    while time.monotonic() < deadline and "scheduled stream: 'Launch keynote'" not in str(
+            _latest(db).get(seed.SCHEDULED_VM, {}).get("signals")):
+        time.sleep(0.2)
+    held = _latest(db)[seed.SCHEDULED_VM]
+    assert "scheduled stream: 'Launch keynote'" in str(held["signals"]) and held["decision"] == "active"
+
+
 @pytest.mark.skipif(bool(nginx_tools_missing()), reason="nginx-rtmp or ffmpeg is not installed")
 def test_the_demo_shows_every_state_within_a_minute_and_stops_every_child(
         settings: Settings, db: psycopg.Connection, tmp_path: Path) -> None:
@@ -178,13 +210,15 @@ def test_the_demo_shows_every_state_within_a_minute_and_stops_every_child(
     stack = demo.DemoStack(tmp_path, settings=settings)
     stack.env = {"DATABASE_URL": settings.require_database_url(), "PYTHONUNBUFFERED": "1",
                  "STREAMS_CALLBACK_TOKEN": "demo-test-token-" + "t" * 32,
-                 "STREAM_KEY_PEPPER": "demo-test-pepper-" + "p" * 40, "STREAMS_LOCKOUT_THRESHOLD": "3", **nginx.env}
+                 "STREAM_KEY_PEPPER": "demo-test-pepper-" + "p" * 40, "STREAMS_LOCKOUT_THRESHOLD": "3",
+                 "STREAMS_SCHEDULE_LEAD_SECONDS": str(SCHEDULER_LEAD_S), **nginx.env}
     compute = stack.serve_fleet()
     agents = None
     try:
         stack.spawn(demo.Component("api", cli=("api", "serve"), args=("--port", str(settings.api_port)),
                                    ready_port=settings.api_port))
         stack.spawn(demo.Component("nginx-rtmp", argv=nginx.argv, ready_port=nginx.rtmp_port))
+        stack.spawn(demo.scheduler_component(every="1s"))
         keys = publishers.issue_keys(settings)
         spawned = {stream: stack.spawn(demo.Component(f"publisher-{stream}", argv=argv))
                    for stream, argv in publishers.publisher_argvs(nginx.rtmp_port, keys).items()}
@@ -212,6 +246,8 @@ def test_the_demo_shows_every_state_within_a_minute_and_stops_every_child(
         ledger = costs.savings_ledger(SYSTEM, datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC),
                                       settings=settings)
         assert [h.key for h in ledger.by_host] == ["gpu-node-04"] and ledger.saved_gpu_hours > 0
+
+        _a_scheduled_stream_starts_the_stopped_vm(settings, compute, db)
         assert [s.secret for s in get_service(settings).rotation_due(SYSTEM)] == ["payments-api-key"]
         assert len(health.list_alerts(SYSTEM, states=("resolved",), settings=settings)) == 2
         gpu = db.execute("SELECT gpu_uuid, host, gpu_index, model FROM gpus WHERE host = 'gpu-node-00'").fetchone()

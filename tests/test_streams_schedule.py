@@ -31,6 +31,8 @@ PEPPER = "schedule-test-pepper-" + "s" * 32
 OPERATOR = Principal("olga", Role.operator)
 VIEWER = Principal("vic", Role.viewer)
 HOUR = timedelta(hours=1)
+LOCAL_ERROR = "the local provider describes this host only: set VM_PROVIDER=gcp to start VMs"
+CLOUD_ERROR = "no instance named stream-gpu-9 in project stream-prod"
 
 
 @pytest.fixture
@@ -117,17 +119,56 @@ def test_the_vm_is_started_once_a_lead_time_ahead_through_the_audited_vm_service
     ghost = service.schedule_stream(OPERATOR, "ghost", other.id, "no-such-vm", *_window(timedelta(minutes=1)),
                                     settings=settings)
 
-    started = vm_service.start_scheduled_vms(settings)
+    now = datetime.now(UTC)
+    started = vm_service.start_scheduled_vms(settings, now=now)
     assert [(s.schedule_id, s.error is None) for s in started] == [(ghost.id, False), (soon.id, True)]
     assert fake.instances["stream-gpu-2"]["status"] == "RUNNING"
-    assert vm_service.start_scheduled_vms(settings) == [vm_service.ScheduledStart(
-        ghost.id, "ghost", "no-such-vm", ghost.starts_at, started[0].error)]  # the failed one is tried again
+    assert vm_service.start_scheduled_vms(settings, now=now + timedelta(seconds=29)) == []  # backing off
+    later = now + timedelta(seconds=30)
+    assert vm_service.start_scheduled_vms(settings, now=later) == [vm_service.ScheduledStart(
+        ghost.id, "ghost", "no-such-vm", ghost.starts_at, started[0].error, later + timedelta(minutes=1))]
     assert fake.verb_calls("start") == [
         "/compute/v1/projects/stream-prod/zones/us-central1-b/instances/stream-gpu-2/start"]
     after = {s.id: s for s in service.list_schedules(VIEWER, settings=settings)}
     assert after[soon.id].vm_started_at is not None and "no-such-vm" in (after[ghost.id].vm_start_error or "")
     rows = [(e.actor, e.action, e.target, e.outcome) for e in reversed(audit.entries(db, area="vm"))]
     assert ("stream-scheduler", "vm.start", "stream-gpu-2", "ok") in rows
+
+
+def test_a_start_that_keeps_failing_backs_off_and_is_audited_once_per_error_until_it_recovers(
+        gce: tuple[FakeGce, Settings], db: psycopg.Connection, caplog: pytest.LogCaptureFixture) -> None:
+    """With the local provider (which cannot start VMs), then a VM that does not exist, then one that does."""
+    fake, cloud = gce
+    local = cloud.model_copy(update={"vm_provider": "local"})
+    key = service.create_key(OPERATOR, "late-cam", settings=cloud).key
+    show = service.schedule_stream(OPERATOR, "late show", key.id, "stream-gpu-9", *_window(timedelta(minutes=5)),
+                                   settings=cloud)
+    t0 = datetime.now(UTC)
+
+    def attempt(settings: Settings, after: timedelta) -> list[tuple[str | None, timedelta | None]]:
+        return [(s.error, s.retry_at and s.retry_at - t0)
+                for s in vm_service.start_scheduled_vms(settings, now=t0 + after)]
+
+    caplog.set_level("INFO", logger="backend.vm.service")
+    seconds = [0, 30, 90, 210, 450, 750]  # each try when the last one's back-off ends: 30 s, 1, 2, 4, then 5 min
+    for tried, waited in zip(seconds, [*seconds[1:], 1050], strict=True):
+        assert attempt(local, timedelta(seconds=tried)) == [(LOCAL_ERROR, timedelta(seconds=waited))]
+        assert attempt(local, timedelta(seconds=waited - 1)) == []
+    assert attempt(cloud, timedelta(seconds=1050)) == [(CLOUD_ERROR, timedelta(seconds=1350))]  # another error
+    fake.add("stream-gpu-9", "us-central1-b", labels={"platform": "stream-platform"}, status="TERMINATED")
+    assert attempt(cloud, timedelta(seconds=1350)) == [(None, None)]
+    assert fake.instances["stream-gpu-9"]["status"] == "RUNNING"
+    assert attempt(cloud, timedelta(seconds=1400)) == []  # started: done
+
+    rows = [(e.actor, e.action, e.target, e.outcome, e.detail) for e in reversed(audit.entries(db, area="vm"))]
+    failures = [r for r in rows if r[3] == "error"]
+    assert [d["error"] for *_, d in failures] == [LOCAL_ERROR, CLOUD_ERROR]
+    assert rows[-1][:4] == ("stream-scheduler", "vm.start", "stream-gpu-9", "ok")
+    assert rows[-1][4]["failed_tries_before"] == 7 and rows[-1][4]["schedule"] == show.id
+    assert caplog.text.count("did not start") == 2 and "started after 7 failed tries" in caplog.text
+    stored = next(s for s in service.list_schedules(VIEWER, settings=cloud) if s.id == show.id)
+    assert (stored.vm_started_at, stored.vm_start_error, stored.vm_start_failures, stored.vm_start_retry_at) == (
+        t0 + timedelta(seconds=1350), None, 7, None)
 
 
 def test_the_schedule_signal_holds_the_vm_from_the_lead_time_to_the_end_of_grace(streams_settings: Settings) -> None:

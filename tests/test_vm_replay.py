@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -19,8 +22,9 @@ from backend.config import Settings
 from backend.errors import InvalidInput, NotFound
 from backend.identity.principal import SYSTEM, Principal, Role
 from backend.vm import replay, service
-from backend.vm.policy import Countdown, Policy, decide
-from backend.vm.replay import PolicyChanges, Sample, replay_host
+from backend.vm.policy import Countdown, Policy, Window, decide
+from backend.vm.replay import History, PolicyChanges, load_history, replay_history
+from backend.vm.replay_reference import Sample, load_samples, replay_host, run_ends, stopped
 
 VIEWER = Principal("vic", Role.viewer)
 POLL = timedelta(seconds=10)
@@ -98,30 +102,119 @@ def test_never_stop_window_and_unknown_ssh_hold_the_replayed_stop(settings: Sett
 
 
 def test_the_inline_active_step_decides_like_the_policy() -> None:
-    """Replay decides blocking samples on a quiet countdown inline; a replay deciding every sample agrees."""
+    """The reference replay decides blocking samples on a quiet countdown inline, the fast replay steps over runs;
+    both agree with a replay deciding every sample."""
     boot = datetime(2026, 11, 2, 8, tzinfo=UTC)
     pattern = [(30, LIVE), (7, IDLE), (45, LIVE), (3, IDLE), (20, LIVE), (50, IDLE), (10, LIVE), (40, IDLE)]
     samples = [Sample(at, boot, signals is LIVE, signals is LIVE) for at, signals in _samples(pattern, boot)]
     gap, reboot = samples[400].at, samples[700].at  # the agent away 5 min in a stream; a reboot in the next one
     samples = [s if s.at < gap else Sample(s.at + timedelta(minutes=5), s.boot, s.blocks, s.busy) for s in samples]
     samples = [s if s.at < reboot else Sample(s.at, reboot, s.blocks, s.busy) for s in samples]
+    history = _history(samples, [boot, reboot])
     for policy in (Policy(), Policy(idle_seconds=240, warn_seconds=60, min_uptime_seconds=0),
-                   Policy(idle_seconds=60, max_age_seconds=3600)):
-        assert replay_host(policy, samples) == _every_sample(policy, samples), policy
+                   Policy(idle_seconds=60, max_age_seconds=3600),
+                   Policy(idle_seconds=240, warn_seconds=60, windows=(Window.parse("08:50-09:05"),))):
+        expected = _every_sample(policy, samples)
+        assert expected and replay_host(policy, samples) == expected, policy
+        assert replay_history(policy, history) == expected, policy
+
+
+def _history(samples: list[Sample], boots: list[datetime]) -> History:
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    at = np.array([(s.at - epoch) // timedelta(microseconds=1) for s in samples], dtype=np.int64)
+    return History(at, np.array([s.blocks for s in samples]), np.array([s.busy for s in samples]), boots)
 
 
 def _every_sample(policy: Policy, samples: list[Sample]) -> list[replay.ReplayStop]:
-    """The reference: `decide` on every sample, nothing inline."""
+    """The definition: `decide` on every sample, nothing inline."""
     stops, state, i, restarted = [], Countdown(), 0, {}
     while i < len(samples):
         s = samples[i]
-        decision = decide(policy, state, s.at, restarted.get(s.boot, s.boot), replay._BLOCKING if s.blocks else [])
+        decision = decide(policy, state, s.at, restarted.get(s.boot, s.boot), replay.BLOCKING if s.blocks else [])
         state, i = decision.state, i + 1
         if decision.kind == "stop":
-            stop, i = replay._stopped(samples, replay.run_ends(samples), i - 1)
+            stop, i = stopped(samples, run_ends(samples), i - 1)
             stops.append(stop)
             state, restarted = Countdown(), {s.boot: samples[i].at} if i < len(samples) else {}
     return stops
+
+
+def _signals(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"signal": signal, "state": state, "evidence": "random history"} for signal, state in pairs]
+
+
+KINDS = {  # what the agent may have recorded: blocking and busy, blocking only, idle, nothing applicable
+    "live": _signals(("rtmp", "active"), ("gpu", "active")),
+    "stream": _signals(("rtmp", "active"), ("gpu", "idle")),
+    "gpu": _signals(("rtmp", "idle"), ("gpu", "active"), ("cpu", "idle")),
+    "ssh": _signals(("ssh", "active"), ("rtmp", "idle"), ("gpu", "idle")),
+    "unknown": _signals(("rtmp", "idle"), ("gpu", "unknown")),
+    "scheduled": _signals(("schedule", "active"), ("rtmp", "idle")),
+    "idle": _signals(("rtmp", "idle"), ("gpu", "idle"), ("ssh", "n/a")),
+    "n/a": [],
+}
+RANDOM_POLICIES = [
+    Policy(),
+    Policy(idle_seconds=300, warn_seconds=60, min_uptime_seconds=0),
+    Policy(idle_seconds=120, warn_seconds=0, min_uptime_seconds=600, tolerance_seconds=10.2),
+    Policy(idle_seconds=0, warn_seconds=30, min_uptime_seconds=0),
+    Policy(idle_seconds=600, warn_seconds=120, max_age_seconds=4 * 3600),
+    Policy(idle_seconds=300, warn_seconds=60, min_uptime_seconds=0, windows=tuple(Window.parse(w) for w in (
+        "09:00-17:00 Europe/Berlin", "Sat,Sun 22:00-02:30 America/New_York", "Mon-Fri 00:30-00:45"))),
+    Policy(idle_seconds=240, warn_seconds=90, min_uptime_seconds=300, poll_seconds=5,
+           windows=(Window.parse("01:00-01:20 Asia/Kolkata"),)),
+    Policy(idle_seconds=300, warn_seconds=900, min_uptime_seconds=0,  # windows opening while a warning is out
+           windows=tuple(Window.parse(f"{h:02d}:20-{h:02d}:27 Europe/Berlin") for h in range(24))),
+]
+
+
+def _random_history(db: psycopg.Connection, host: str, rng: random.Random, start: datetime, hours: float) -> None:
+    """A host's evaluations over `hours` from `start`: phases of every kind (some only 1-3 samples long: flapping),
+    10 s polls (with jitter, or exact so that deadlines fall on samples), the agent away now and then, duplicate
+    times, any decision, and boots recorded at, between and before samples (some within the policy's 30 s boot
+    jitter of each other)."""
+    at, end, rows, jitter = start, start + timedelta(hours=hours), [], rng.choice([0, 0.3])
+    boots = [start - timedelta(minutes=rng.uniform(1, 90))]
+    while at < end:
+        kind = rng.choices(list(KINDS), weights=[3, 1, 1, 1, 1, 1, 6, 1])[0]
+        for _ in range(rng.choice([1, 2, 3, rng.randint(4, 400)])):
+            rows.append((host, at, rng.choice(["active", "idle", "held", "warning", "stop"]), json.dumps(KINDS[kind])))
+            step = rng.random()
+            at += (timedelta(0) if step < 0.002 else timedelta(minutes=rng.randint(1, 20)) if step < 0.006
+                   else timedelta(seconds=10 + rng.uniform(-jitter, jitter)))
+        if rng.random() < 0.06:
+            boots.append(at - timedelta(seconds=rng.choice([0, 5, 45, 200])))
+            if rng.random() < 0.3:
+                boots.append(boots[-1] + timedelta(seconds=rng.uniform(1, 25)))
+    with db.cursor().copy("COPY vm_evaluations (host, at, decision, signals) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    with db.cursor() as cur:
+        cur.executemany("INSERT INTO vm_events (host, at, kind) VALUES (%s, %s, 'booted')", [(host, b) for b in boots])
+
+
+def test_the_fast_replay_equals_the_reference_on_random_histories(db: psycopg.Connection) -> None:
+    """Loaded as packed arrays and stepped over, or one row and one decision at a time: the same stops, to the
+    microsecond, with the same regrets, for every policy over randomized histories (across a DST change)."""
+    start = datetime(2026, 10, 24, 18, tzinfo=UTC)
+    hosts = [f"rnd-{seed}" for seed in range(6)]
+    for seed, host in enumerate(hosts):
+        _random_history(db, host, random.Random(seed), start, 30)
+    since, until = start + timedelta(hours=1), start + timedelta(hours=29)
+    stops, regrets, held_by_a_window = [0] * len(RANDOM_POLICIES), 0, 0
+    for host in hosts:
+        history, samples = load_history(db, host, since, until), load_samples(db, host, since, until)
+        assert history.n == len(samples) > 5000
+        assert [(s.blocks, s.busy) for s in samples] == list(zip(history.blocks.tolist(), history.busy.tolist(),
+                                                                  strict=True))
+        for p, policy in enumerate(RANDOM_POLICIES):
+            fast, reference = replay_history(policy, history), replay_host(policy, samples)
+            assert fast == reference, (host, policy)
+            stops[p] += len(fast)
+            regrets += sum(s.regret for s in fast)
+        windowed = RANDOM_POLICIES[5]
+        held_by_a_window += replay_history(replace(windowed, windows=()), history) != replay_history(windowed, history)
+    assert min(stops) >= 5 and regrets >= 20 and held_by_a_window >= 3, (stops, regrets, held_by_a_window)
 
 
 def test_cli_replay_json_and_table(history: datetime) -> None:

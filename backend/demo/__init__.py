@@ -4,8 +4,9 @@ Starts an embedded PostgreSQL and the tansu broker (unless `DATABASE_URL` / `KAF
 running ones), migrates, makes sure an admin exists, serves the simulated fleet's VMs on a loopback Compute API
 (`fleet`), backfills simulated history, seeds a week of alerts and a few secrets (`seed`), then runs every
 component as a child process in its own process group: the live simulator, the sink, alert evaluation, the API,
-nginx-rtmp when installed, and the console. Once the URL is printed it issues stream keys and starts the ffmpeg
-publishers with a few refused attempts (`publishers`), and one auto-shutdown agent per VM (`fleet`). A component
+the scheduler that starts VMs ahead of scheduled streams, nginx-rtmp when installed, and the console. Once the URL
+is printed it issues stream keys and starts the ffmpeg publishers with a few refused attempts (`publishers`), one
+auto-shutdown agent per VM (`fleet`), and schedules a stream on the VM auto-shutdown stops first (`seed`). A component
 whose program is not installed (nginx, ffmpeg) is skipped with a log line.
 Stopping (Ctrl-C or SIGTERM) ends children in reverse start order, SIGTERM then SIGKILL, and the broker last.
 """
@@ -45,6 +46,8 @@ HISTORY = timedelta(hours=24)
 FAULTS = ("thermal", "ecc", "xid79", "power_brake", "nvlink")
 BACKFILL_STALL_S = 90.0
 ONE_SHOT_TIMEOUT_S = 300.0
+SCHEDULE_LEAD = "120"
+"""STREAMS_SCHEDULE_LEAD_SECONDS of the demo (unless set in the environment): scheduled VMs start 2 minutes ahead."""
 
 
 @dataclass(frozen=True)
@@ -254,10 +257,16 @@ def components(settings: Settings, nginx: NginxSetup | None) -> list[Component]:
             Component("risk-model", cli=("health", "train"), run_once=True, args=(
                 "--train-seeds", "4", "--test-seeds", "2", "--hours", "24", "--out", str(settings.health_model_dir)))]),
         Component("alerts", cli=("health", "evaluate"), args=("--loop", "--every", "30s")),
+        scheduler_component(),
         Component("api", cli=("api", "serve"), args=("--port", str(settings.api_port)), ready_port=settings.api_port),
         *([Component("nginx-rtmp", argv=nginx.argv, ready_port=nginx.rtmp_port)] if nginx else []),
         console_component(settings.console_port),
     ]
+
+
+def scheduler_component(every: str = "10s") -> Component:
+    """The loop that starts the VMs of scheduled streams a lead time ahead (`vm start-scheduled`), as in production."""
+    return Component("scheduler", cli=("vm", "start-scheduled"), args=("--every", every))
 
 
 def console_component(port: int) -> Component:
@@ -383,6 +392,7 @@ def run(workdir: Path, *, fresh: bool, echo: Callable[[str], None]) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the agents poll nginx /stat every few seconds
     os.environ.setdefault("SECRETS_LOCAL_PATH", str(workdir / "secrets.json"))
     os.environ.setdefault("HEALTH_MODEL_DIR", str(workdir / "models"))
+    os.environ.setdefault("STREAMS_SCHEDULE_LEAD_SECONDS", SCHEDULE_LEAD)
     use_demo_secrets_key(workdir)
     stack = DemoStack(workdir, settings=load_settings())
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -430,6 +440,11 @@ def populate(stack: DemoStack, settings: Settings, nginx: NginxSetup | None, com
     agents = fleet.Fleet(settings, compute, nginx.stat_url if nginx else None, publishers.stream_hosts()).start()
     stack._stops.append(agents.stop)
     echo(f"fleet: auto-shutdown agents on {len(fleet.FLEET)} VMs (one stops within ~2 minutes)")
+    scheduled = seed.seed_scheduled_stream(settings)
+    if scheduled:
+        vm_start = scheduled.starts_at - timedelta(seconds=settings.streams_schedule_lead_seconds)
+        echo(f"streams: {scheduled.name!r} scheduled on {scheduled.vm} at {scheduled.starts_at:%H:%M} UTC; "
+             f"the scheduler starts the VM at {vm_start:%H:%M:%S} UTC")
     acknowledged = seed.acknowledge_one(settings)
     echo(f"alerts: acknowledged alert {acknowledged}" if acknowledged else "alerts: none newly acknowledged")
     echo("ready: every part of the demo is running")

@@ -5,12 +5,14 @@ The instances are served by the demo's loopback Compute API (`compute_api.Comput
 starts and stops them through the official client exactly as on GCP (`VM_PROVIDER=gcp`, `COMPUTE_ENDPOINT`). Each
 agent runs the production `Agent` with the production signals where the demo has the real source: GPU telemetry
 read from that host's simulated rows, RTMP publishers read from the demo's nginx `/stat` (only the streams bound to
-the host). CPU, network and SSH exist only as simulated readings. A due stop goes through the `gcp` action against
-the same Compute API, so the VM really stops and its savings are counted from the agent's `stopped` event.
+the host), scheduled streams from the database. CPU, network and SSH exist only as simulated readings. A due stop
+goes through the `gcp` action against the same Compute API, so the VM really stops and its savings are counted from
+the agent's `stopped` event.
 
 The simulator's pinned workloads and the fault schedule give every state within the first minutes: two hosts busy
-on GPU, one kept up by a live stream, one idle host held in a long warning countdown, one stopped by auto-shutdown,
-and one whose GPU fell off the bus, so its GPU signal is unknown and it stays up.
+on GPU, one kept up by a live stream, one idle host held in a long warning countdown, one stopped by auto-shutdown
+(and started again minutes later for a scheduled stream, `seed.seed_scheduled_stream`), and one whose GPU fell off
+the bus, so its GPU signal is unknown and it stays up.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from backend.vm.policy import Policy
 from backend.vm.signals import Reading, Signal
 from backend.vm.signals.gpu import GpuSignal, GpuThresholds
 from backend.vm.signals.rtmp import RtmpSignal
+from backend.vm.signals.schedule import ScheduleSignal
 from backend.vm.state import open_store
 
 log = logging.getLogger(__name__)
@@ -121,12 +124,15 @@ class Simulated:
 
 def host_signals(plan: HostPlan, settings: Settings, api: ComputeApi, stat_url: str | None,
                  streams: Mapping[str, str]) -> list[Signal]:
-    """The production GPU and RTMP signals on this host's data, plus simulated CPU, network and SSH."""
+    """The production GPU, RTMP and scheduled-stream signals on this host's data, plus simulated CPU, network and
+    SSH."""
     bound = [stream for stream, host in streams.items() if host == plan.name]
+    lead = timedelta(seconds=settings.streams_schedule_lead_seconds)
     return [
         RtmpSignal(stat_url, streams=bound) if stat_url else Simulated("rtmp", "n/a", "nginx-rtmp not installed"),
         GpuSignal(GpuThresholds(settings.autoshutdown_gpu_util_percent), plan.name, settings.database_url,
                   use_nvml=False, expected=True, booted_at=lambda: api.last_start(plan.name)),
+        ScheduleSignal(plan.name, settings.database_url, lead),
         Simulated("cpu", "idle", "CPU 3.1% busy (< 10%)"),
         Simulated("network", "idle", "network 4 KiB/s"),
         Simulated("ssh", "idle", "no SSH session"),

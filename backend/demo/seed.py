@@ -1,6 +1,7 @@
 """Demo data that a week of operations would have left: secrets with versions and labels (one due for rotation),
-and an alert timeline with resolved and acknowledged alerts. Everything goes through the areas' own code (the
-secrets service, the alert lifecycle), and a second start of the demo adds nothing twice.
+an alert timeline with resolved and acknowledged alerts, and a stream scheduled for the next minutes. Everything
+goes through the areas' own code (the secrets and streams services, the alert lifecycle), and a second start of the
+demo adds nothing twice.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ from backend.health.transitions import AlertPolicy
 from backend.identity.principal import SYSTEM
 from backend.secrets.models import SecretSpec
 from backend.secrets.service import get_service
+from backend.streams import service as streams
+from backend.streams.schedules import Schedule
 
 log = logging.getLogger(__name__)
 
 ROTATION_TOPIC = "projects/demo-project/topics/secret-rotation"
+SCHEDULED_VM, SCHEDULED_STREAM, SCHEDULED_NAME = "gpu-node-04", "keynote", "Launch keynote"
+"""The scheduled stream goes on the VM that auto-shutdown stops within the demo's first minute (fleet `autostop`)."""
+SCHEDULE_GRACE, SCHEDULE_LENGTH = timedelta(minutes=1), timedelta(minutes=15)
 
 
 def seed_secrets(settings: Settings, now: datetime | None = None) -> int:
@@ -49,6 +55,23 @@ def seed_secrets(settings: Settings, now: datetime | None = None) -> int:
             service.add_version(SYSTEM, name, value)
         created += 1
     return created
+
+
+def seed_scheduled_stream(settings: Settings, now: datetime | None = None,
+                          vm_starts_in: timedelta = timedelta(minutes=3)) -> Schedule | None:
+    """A stream scheduled on gpu-node-04 so that the scheduler (`vm start-scheduled`) starts the VM `vm_starts_in`
+    from now, after auto-shutdown has stopped it: it starts `STREAMS_SCHEDULE_LEAD_SECONDS` later. Meanwhile the
+    VMs page shows "starts at … for stream …" beside the stopped VM; auto-shutdown holds it from the start time
+    minus grace and lead (from `vm_starts_in - SCHEDULE_GRACE`) to the end plus grace. None when one is still upcoming
+    or open from an earlier start of the demo."""
+    now = now or datetime.now(UTC)
+    if any(s.name == SCHEDULED_NAME for s in streams.list_schedules(SYSTEM, vm=SCHEDULED_VM, settings=settings)):
+        return None
+    key = streams.create_key(SYSTEM, SCHEDULED_STREAM, owner="demo", labels={"vm": SCHEDULED_VM, "demo": "scheduled"},
+                             settings=settings).key
+    start = now + vm_starts_in + timedelta(seconds=settings.streams_schedule_lead_seconds)
+    return streams.schedule_stream(SYSTEM, SCHEDULED_NAME, key.id, SCHEDULED_VM, start, start + SCHEDULE_LENGTH,
+                                   grace=SCHEDULE_GRACE, settings=settings)
 
 
 def seed_alert_history(settings: Settings, now: datetime | None = None) -> int:

@@ -3,7 +3,8 @@
 A key with a schedule (not cancelled) is valid only inside one of its windows ± grace: the callbacks fold
 `IN_SCHEDULE_SQL` into the one query that reads the key, and refuse with "outside schedule". The VM area starts
 the VM a lead time before the start (`due_starts`, `mark_started`) and holds it up during the window
-(`vm_windows`, read by the auto-shutdown "schedule" signal). Operators schedule and cancel; viewers list.
+(`vm_windows`, read by the auto-shutdown "schedule" signal); a start that fails is tried again after a back-off
+that doubles with each failure in a row (`START_RETRY`). Operators schedule and cancel; viewers list.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from backend import audit
+from backend.backoff import BackoffPolicy, lock_length
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.identity.principal import Principal, Role, require_role
 from backend.parsing import parse_duration
 
 MAX_GRACE = timedelta(hours=6)
 MAX_WINDOW = timedelta(days=7)
+START_RETRY = BackoffPolicy(threshold=1, base=timedelta(seconds=30), max=timedelta(minutes=5))
+"""A failed VM start is tried again 30 s later, then 1, 2, 4 and every 5 minutes: within any lead time of minutes."""
 IN_SCHEDULE_SQL = """(SELECT bool_or(tstzrange(s.starts_at - s.grace, s.ends_at + s.grace) @> %(now)s::timestamptz)
     FROM stream_schedules s WHERE s.key_id = k.id AND s.cancelled_at IS NULL)"""
 """For a key row aliased `k`: NULL when the key has no schedule, else whether `now` is inside a window ± grace."""
 _COLUMNS = """s.id, s.name, s.key_id, k.app, k.stream, s.vm, s.zone, s.starts_at, s.ends_at, s.grace, s.created_by,
-    s.created_at, s.cancelled_at, s.vm_started_at, s.vm_start_error"""
+    s.created_at, s.cancelled_at, s.vm_started_at, s.vm_start_error, s.vm_start_failures, s.vm_start_retry_at"""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Schedule:
     cancelled_at: datetime | None
     vm_started_at: datetime | None
     vm_start_error: str | None
+    vm_start_failures: int
+    vm_start_retry_at: datetime | None
 
     def state(self, now: datetime | None = None) -> str:
         """`cancelled`, `upcoming`, `open` (inside the window ± grace: the key is valid) or `over`."""
@@ -132,21 +138,31 @@ def cancel(conn: psycopg.Connection, actor: Principal, schedule_id: int) -> Sche
 
 
 def due_starts(conn: psycopg.Connection, lead: timedelta, now: datetime) -> list[Schedule]:
-    """Schedules whose VM should be started now: within `lead` of the start, before the end, not started yet."""
+    """Schedules whose VM should be started now: within `lead` of the start, before the end, not started yet, and
+    not backing off after a failed start."""
     rows = conn.execute(
         f"""SELECT {_COLUMNS} FROM stream_schedules s JOIN stream_keys k ON k.id = s.key_id
             WHERE s.cancelled_at IS NULL AND s.vm_started_at IS NULL
               AND s.starts_at - %(lead)s <= %(now)s AND s.ends_at > %(now)s
+              AND (s.vm_start_retry_at IS NULL OR s.vm_start_retry_at <= %(now)s)
             ORDER BY s.starts_at, s.id""",
         {"lead": lead, "now": now},
     ).fetchall()
     return [Schedule(**r) for r in rows]
 
 
-def mark_started(conn: psycopg.Connection, schedule_id: int, at: datetime, error: str | None) -> None:
-    """Record the starter's attempt: a success ends the attempts, an error is kept and retried on the next pass."""
-    conn.execute("UPDATE stream_schedules SET vm_started_at = %s, vm_start_error = %s WHERE id = %s",
-                 (None if error else at, error, schedule_id))
+def mark_started(conn: psycopg.Connection, schedule: Schedule, at: datetime, error: str | None) -> datetime | None:
+    """Record the starter's attempt on `schedule` (as `due_starts` read it): a success ends the attempts; a failure
+    is kept and counted, and the next try waits `START_RETRY`'s back-off. Returns when that is (None on success)."""
+    if error is None:
+        conn.execute("UPDATE stream_schedules SET vm_started_at = %s, vm_start_error = NULL, vm_start_retry_at = NULL "
+                     "WHERE id = %s", (at, schedule.id))
+        return None
+    failures = schedule.vm_start_failures + 1
+    retry_at = at + lock_length(failures - 1, START_RETRY)
+    conn.execute("UPDATE stream_schedules SET vm_start_error = %s, vm_start_failures = %s, vm_start_retry_at = %s "
+                 "WHERE id = %s", (error, failures, retry_at, schedule.id))
+    return retry_at
 
 
 def vm_windows(conn: psycopg.Connection, vm: str, lead: timedelta, now: datetime) -> list[Schedule]:

@@ -102,7 +102,7 @@ def start_scheduled(
         if as_json:
             print_json(started)
         for s in [] if as_json else started:
-            outcome = f"[red]not started: {s.error}[/]" if s.error else "started"
+            outcome = f"[red]not started: {s.error}[/] (next try {s.retry_at:%H:%M:%S} UTC)" if s.error else "started"
             console.print(f"{s.vm} for {s.name!r} (schedule {s.schedule_id}, {s.starts_at:%Y-%m-%d %H:%M} UTC): "
                           f"{outcome}", highlight=False)
         if interval is None:

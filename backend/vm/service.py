@@ -34,10 +34,9 @@ from backend.vm.replay import (
     ReplayResult,
     ReplayStop,
     describe,
-    load_samples,
-    replay_host,
+    load_history,
+    replay_history,
     replay_hosts,
-    run_ends,
 )
 from backend.vm.state import Evaluation, Event, open_store
 
@@ -52,9 +51,11 @@ def _audit(settings: Settings, **entry: Any) -> None:
 
 
 def _audited(
-    settings: Settings, principal: Principal, action: str, target: str, work: Callable[[], T], **detail: Any
+    settings: Settings, principal: Principal, action: str, target: str, work: Callable[[], T], *,
+    audited_error: str | None = None, **detail: Any
 ) -> T:
-    """Check operator rights, do the work and audit the outcome (denied, error or ok)."""
+    """Check operator rights, do the work and audit the outcome (denied, error or ok). `audited_error`: the error
+    this same work last failed with, audited then (a retry): failing the same way again is not audited twice."""
     settings.require_database_url()
     try:
         require_role(principal, Role.operator, f"{action.replace('.', ' ')} {target}")
@@ -64,8 +65,9 @@ def _audited(
     try:
         result = work()
     except PlatformError as exc:
-        _audit(settings, actor=principal.name, action=action, target=target, outcome="error",
-               detail=detail | {"error": str(exc)})
+        if str(exc) != audited_error:
+            _audit(settings, actor=principal.name, action=action, target=target, outcome="error",
+                   detail=detail | {"error": str(exc)})
         raise
     _audit(settings, actor=principal.name, action=action, target=target, outcome="ok", detail=detail)
     return result
@@ -109,10 +111,14 @@ def _latest_decisions(conn: psycopg.Connection, hosts: list[str]) -> dict[str, s
 
 def start_vm(principal: Principal, name: str, zone: str | None = None, *, settings: Settings | None = None) -> str:
     """Start a VM (operator+, audited); returns its zone."""
-    settings = settings or get_settings()
+    return _start(settings or get_settings(), principal, name, zone)
+
+
+def _start(settings: Settings, principal: Principal, name: str, zone: str | None, *,
+           audited_error: str | None = None, **detail: Any) -> str:
     provider = _provider(settings)
     return _audited(settings, principal, "vm.start", name, lambda: provider.start(name, zone),
-                    zone=zone, provider=provider.provider)
+                    audited_error=audited_error, zone=zone, provider=provider.provider, **detail)
 
 
 def stop_vm(principal: Principal, name: str, zone: str | None = None, *, settings: Settings | None = None) -> str:
@@ -251,12 +257,16 @@ class ScheduledStart:
     vm: str
     starts_at: datetime
     error: str | None = None
+    retry_at: datetime | None = None
+    """After a failed start: the next try is not before then."""
 
 
 def start_scheduled_vms(settings: Settings | None = None, *, now: datetime | None = None) -> list[ScheduledStart]:
     """Start the VM of every scheduled stream due within `STREAMS_SCHEDULE_LEAD_SECONDS` (a background job:
-    `stream-platform vm start-scheduled`). Each start goes through `start_vm` (audited as `stream-scheduler`); a
-    failed one is recorded on the schedule and tried again on the next pass."""
+    `stream-platform vm start-scheduled`). Each start goes through the VM service (audited as `stream-scheduler`).
+    A failed one is recorded on the schedule and tried again after a back-off (`schedules.START_RETRY`); its
+    failure is audited and logged when it first happens and whenever its error changes (not on every try), and a
+    start that finally works says after how many."""
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
     lead = timedelta(seconds=settings.streams_schedule_lead_seconds)
@@ -264,15 +274,22 @@ def start_scheduled_vms(settings: Settings | None = None, *, now: datetime | Non
         due = schedules.due_starts(conn, lead, now)
     done = []
     for schedule in due:
+        failed_before = schedule.vm_start_failures
         try:
-            start_vm(SCHEDULER, schedule.vm, schedule.zone, settings=settings)
+            _start(settings, SCHEDULER, schedule.vm, schedule.zone, audited_error=schedule.vm_start_error,
+                   schedule=schedule.id, **({"failed_tries_before": failed_before} if failed_before else {}))
             error = None
         except PlatformError as exc:
             error = str(exc)
-            log.warning("scheduled stream %s: VM %s did not start: %s", schedule.id, schedule.vm, error)
         with connect(settings, autocommit=True) as conn:
-            schedules.mark_started(conn, schedule.id, now, error)
-        done.append(ScheduledStart(schedule.id, schedule.name, schedule.vm, schedule.starts_at, error))
+            retry_at = schedules.mark_started(conn, schedule, now, error)
+        if error is None and failed_before:
+            log.info("scheduled stream %s: VM %s started after %d failed tries", schedule.id, schedule.vm,
+                     failed_before)
+        elif error is not None and error != schedule.vm_start_error:
+            log.warning("scheduled stream %s: VM %s did not start (trying again from %s): %s", schedule.id,
+                        schedule.vm, f"{retry_at:%H:%M:%S} UTC", error)
+        done.append(ScheduledStart(schedule.id, schedule.name, schedule.vm, schedule.starts_at, error, retry_at))
     return done
 
 
@@ -316,9 +333,8 @@ def replay_policy(principal: Principal, since: timedelta, changes: PolicyChanges
             raise NotFound(f"no auto-shutdown evaluations of {host} since {start:%Y-%m-%d %H:%M} UTC")
         runs: dict[str, tuple[int, list[ReplayStop], list[ReplayStop]]] = {}
         for name in hosts:
-            samples = load_samples(conn, name, start, end)
-            ends = run_ends(samples)
-            runs[name] = (len(samples), replay_host(current, samples, ends), replay_host(candidate, samples, ends))
+            history = load_history(conn, name, start, end)
+            runs[name] = (history.n, replay_history(current, history), replay_history(candidate, history))
         return ReplayComparison(start, end, _priced(conn, current, runs, 1), _priced(conn, candidate, runs, 2))
 
 
