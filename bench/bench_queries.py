@@ -11,8 +11,11 @@ in the same statement), so tables, rollups and the `gpus` inventory are exactly 
    samples with GROUP BY minute. Two requests: what the GPU Detail page asks for (its 15 charted and event
    metrics, bucket values only: `bands=False`), and all 16 gauges with avg/min/max (the API's widest answer).
 3. Spend for the Overview (today's spend + month-end projection = month-to-date by day + trailing 24 h). Ours:
-   `cost_summary` + `month_projection` (minutes counted per GPU, day and price stretch, then priced). Baseline:
-   the same summaries from one priced row per GPU-minute (join and numeric sum per minute).
+   `cost_summary` + `month_projection` (complete hours from the precomputed GPU-minutes `gpu_minutes_1h`, the rest
+   from the 1-minute rollups, counted per GPU, day and price stretch, then priced). Baselines: the same summaries
+   from one priced row per GPU-minute (join and numeric sum per minute), and "before": the query as it was before
+   the precomputed GPU-minutes (every minute from the rollups, tests/spend_reference.py), cold (the first call on a
+   new connection, as a fresh console session makes it) and warm.
 
 Both sides return the same Python objects and the bench checks the answers match before timing them.
 
@@ -55,6 +58,7 @@ from backend.telemetry.fields import COLUMNS, FIELDS  # noqa: E402
 from backend.telemetry.sink.batch import Batch, GpuSeen  # noqa: E402
 from backend.telemetry.sink.rollup_worker import materialize  # noqa: E402
 from backend.telemetry.sink.writer import PostgresWriter  # noqa: E402
+from tests.spend_reference import reference_spend  # noqa: E402
 
 GAUGES = [f.column for f in FIELDS if f.kind == "gauge"]
 PAGE_METRICS = ["gpu_temp", "memory_temp", "power_usage", "gpu_util", "mem_copy_util", "enc_util", "dec_util",
@@ -124,7 +128,8 @@ def load(settings: Settings, gpus: int, hours: int, interval: int, end: datetime
     finally:
         writer.close()
     print(file=sys.stderr)
-    materialize(settings)  # as a running sink's rollup worker would: readers then use stored rollups, not raw rows
+    while materialize(settings).gpu_hours:  # as a running sink's rollup worker would, pass after pass: stored
+        pass                                # rollups, then every complete hour's precomputed GPU-minutes
     return rows, time.perf_counter() - began
 
 
@@ -209,6 +214,23 @@ def overview_spend_per_minute(conn: psycopg.Connection, now: datetime) -> tuple:
                                     "day").rows, key=lambda r: r.key)
     window = spend_per_minute(conn, now - timedelta(days=1), now, "total").total
     return spend_per_minute(conn, midnight, now, "total").total, daily, window.cost_usd
+
+
+def spend_before(conn: psycopg.Connection, now: datetime) -> tuple:
+    """`overview_spend` with the query as it was before the precomputed GPU-minutes."""
+    with reference_spend():
+        return overview_spend(conn, now)
+
+
+def cold(url: str, fn: Callable[[psycopg.Connection], object], runs: int) -> tuple[float, float]:
+    """(p50, max) in ms of `fn`'s first call on a new connection (connecting not counted), over `runs` connections."""
+    samples = []
+    for _ in range(runs):
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            began = time.perf_counter()
+            fn(conn)
+            samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples), max(samples)
 
 
 def fetch(conn: psycopg.Connection, query: str, params: tuple) -> list[tuple]:
@@ -297,6 +319,8 @@ def main() -> None:
             raw_page = points_from_rows(fetch(conn, page_raw_sql, (probe, start, end)), PAGE_METRICS, bands=False)
             assert same_values(ours_page.points, raw_page), "page series answers differ"
             assert overview_spend(conn, end) == overview_spend_per_minute(conn, end), "spend answers differ"
+            assert overview_spend(conn, end) == spend_before(conn, end), "spend answers differ from before"
+            precomputed = conn.execute("SELECT count(*) AS n FROM gpu_minutes_1h_trusted").fetchone()["n"]
 
             fleet = timed(lambda i: fleet_overview(conn, limit=1000, now=end, stale_after=STALE_AFTER), args.runs)
             fleet_raw = timed(lambda i: fleet_from_raw(conn, end), max(5, args.runs // 4))
@@ -328,6 +352,11 @@ def main() -> None:
             spend_runs = max(5, args.runs // 4)
             spend = timed(lambda i: overview_spend(conn, end), spend_runs)
             spend_raw = timed(lambda i: overview_spend_per_minute(conn, end), spend_runs)
+            spend_old = timed(lambda i: spend_before(conn, end), spend_runs)
+            spend_cold_old, spend_cold = [], []
+            for _ in range(2):  # alternated, so both sides meet the same machine load
+                spend_cold_old.append(cold(url, lambda c: spend_before(c, end), spend_runs))
+                spend_cold.append(cold(url, lambda c: overview_spend(c, end), spend_runs))
             rollup_sql, raw_sql = series_sql()
             minute_before = start - timedelta(minutes=1)
             sql_only = timed(lambda i: fetch(conn, rollup_sql, (gpus[i % len(gpus)], minute_before, end)), args.runs)
@@ -350,6 +379,15 @@ def main() -> None:
                              ("  of which the series query alone (SQL + binary transfer)", sql_only, sql_only_raw),
                              ("Overview spend (today + month projection)", spend, spend_raw)):
         print(f"| {title} | {ours[0]:.1f} / {ours[1]:.1f} | {raw[0]:.1f} / {raw[1]:.1f} | {raw[1] / ours[1]:.1f}× |")
+    print(f"\nOverview spend before / after the precomputed GPU-minutes ({precomputed} precomputed hours; cold: first "
+          f"call on a new connection, p50 / max of {spend_runs}, two alternated rounds; warm: p50 / p95)")
+    print("| Overview spend (today + month projection) | after (ms) | before (ms) | speed-up (p50) |")
+    print("| --- | --- | --- | --- |")
+    for title, after, before in [*((f"cold, round {i + 1}", a, b) for i, (a, b) in
+                                   enumerate(zip(spend_cold, spend_cold_old, strict=True))),
+                                 ("warm", spend, spend_old)]:
+        print(f"| {title} | {after[0]:.1f} / {after[1]:.1f} | {before[0]:.1f} / {before[1]:.1f} | "
+              f"{before[0] / after[0]:.1f}× |")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ def samples(gpu: Gpu, start: datetime, minutes: int, every_s: int = 30, **metric
     return rows
 
 
-def store(settings: Settings, rows: Iterable[tuple], tokens: Iterable[tuple] = ()) -> None:
+def store(settings: Settings, rows: Iterable[tuple], tokens: Iterable[tuple] = (), *, use_copy: bool = True) -> None:
     """Write (gpu, time, {metric: value}) rows and (time, gpu, served_model, interval_s, requests, prompt,
-    completion, p50, p95) token rows."""
+    completion, p50, p95) token rows (`use_copy=False`: with INSERT, for the WebAssembly TimescaleDB)."""
     batch = Batch()
     for gpu, ts, values in rows:
         batch.metric_rows.append((ts, gpu.uuid, gpu.host, gpu.index, *[values.get(c) for c in COLUMNS], None))
@@ -46,7 +46,7 @@ def store(settings: Settings, rows: Iterable[tuple], tokens: Iterable[tuple] = (
     for ts, gpu, model, interval_s, requests, prompt, completion, p50, p95 in tokens:
         batch.token_rows.append((ts, gpu.host, gpu.uuid, model, interval_s, requests, prompt, completion, p50, p95,
                                  Jsonb({})))
-    writer = PostgresWriter(settings)
+    writer = PostgresWriter(settings, use_copy=use_copy)
     try:
         writer.write(batch)
     finally:

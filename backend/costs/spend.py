@@ -25,12 +25,31 @@ PRICED_RUNS = f"""
         SELECT coalesce(array_agg(DISTINCT t ORDER BY t), '{{}}') AS at
         FROM gpu_prices, LATERAL (VALUES (effective_from), (effective_to)) v(t)
         WHERE t > %(start)s AND t < %(end)s),
+    stored AS (
+        SELECT c.hour FROM gpu_minutes_1h_trusted c, bounds
+        WHERE c.hour >= %(start)s AND c.hour + interval '1 hour' <= %(end)s
+          AND (%(idle)s::float8 IS NULL OR c.idle_threshold = %(idle)s::float8)
+          AND width_bucket(c.hour, bounds.at) = width_bucket(c.hour + interval '59 minutes', bounds.at)),
+    spans AS (
+        SELECT greatest(min(h), %(start)s) AS lo, least(max(h) + interval '1 hour', %(end)s) AS hi
+        FROM (SELECT h, h - row_number() OVER (ORDER BY h) * interval '1 hour' AS island
+              FROM generate_series(date_trunc('hour', %(start)s::timestamptz, 'UTC'), %(end)s::timestamptz,
+                                   interval '1 hour') h
+              WHERE h < %(end)s AND NOT EXISTS (SELECT 1 FROM stored WHERE stored.hour = h)) gaps
+        GROUP BY island),
+    minutes AS (
+        SELECT m.gpu_uuid, m.host, m.hour AS bucket, m.minutes, m.idle_minutes
+        FROM gpu_minutes_1h m JOIN stored USING (hour)
+        UNION ALL
+        SELECT r.gpu_uuid, r.host, r.bucket, 1, CASE WHEN r.gpu_util_avg < %(idle)s::float8 THEN 1 ELSE 0 END
+        FROM spans CROSS JOIN LATERAL (  -- OFFSET 0: planned on its own, an index range scan per span
+            SELECT gpu_uuid, host, bucket, gpu_util_avg FROM gpu_metrics_1m
+            WHERE bucket >= spans.lo AND bucket < spans.hi AND samples > 0 OFFSET 0) r),
     runs AS (
-        SELECT r.gpu_uuid, r.host, date_trunc('day', r.bucket, 'UTC') AS day, min(r.bucket) AS first_bucket,
-               count(*) AS minutes, count(*) FILTER (WHERE r.gpu_util_avg < %(idle)s) AS idle_minutes
-        FROM gpu_metrics_1m r, bounds
-        WHERE r.bucket >= %(start)s AND r.bucket < %(end)s AND r.samples > 0
-        GROUP BY r.gpu_uuid, r.host, 3, width_bucket(r.bucket, bounds.at))
+        SELECT x.gpu_uuid, x.host, date_trunc('day', x.bucket, 'UTC') AS day, min(x.bucket) AS first_bucket,
+               sum(x.minutes)::bigint AS minutes, sum(x.idle_minutes)::bigint AS idle_minutes
+        FROM minutes x, bounds
+        GROUP BY x.gpu_uuid, x.host, 3, width_bucket(x.bucket, bounds.at))
     SELECT runs.*, g.model, g.labels, p.usd_per_gpu_hour AS price
     FROM runs
     JOIN gpus g ON g.gpu_uuid = runs.gpu_uuid
@@ -39,8 +58,12 @@ PRICED_RUNS = f"""
      AND p.pricing_kind = {KIND_OF_GPU_SQL}
      AND p.effective_from <= runs.first_bucket AND (p.effective_to IS NULL OR runs.first_bucket < p.effective_to)"""
 """GPU-minutes present in [start, end), counted per GPU, host, UTC day and stretch between price changes (so
-one price applies to each run), with the price per GPU-hour that applied (NULL: unpriced). Counting before
-pricing keeps the join and the exact numeric arithmetic to a few rows per GPU instead of one per minute."""
+one price applies to each run), with the price per GPU-hour that applied (NULL: unpriced); `idle_minutes` count the
+minutes whose average gpu_util is below %(idle)s (NULL: not wanted, any precomputed hour serves, idle counts are
+meaningless). Complete hours come precomputed from `gpu_minutes_1h` when trusted at that threshold and one price
+holds throughout them (backend/telemetry/gpu_minutes.py), every other minute from the 1-minute rollups: the same
+counts either way, so the answer never depends on how far the precomputation got. Counting before pricing keeps the
+join and the exact numeric arithmetic to a few rows per GPU instead of one per minute."""
 
 _KEYS: dict[str, str] = {
     "total": "'total'",

@@ -68,7 +68,7 @@ def token_costs(conn: psycopg.Connection, start: datetime, end: datetime) -> lis
                   sum(p95_sum) / nullif(sum(p95_requests), 0) AS p95
            FROM shared GROUP BY served_model ORDER BY cost DESC, served_model"""
     ).format(runs=sql.SQL(PRICED_RUNS))  # type: ignore[arg-type]
-    return [_token_cost(r) for r in conn.execute(query, {"start": start, "end": end, "idle": 0})]
+    return [_token_cost(r) for r in conn.execute(query, {"start": start, "end": end, "idle": None})]
 
 
 def _token_cost(r: dict) -> TokenCost:

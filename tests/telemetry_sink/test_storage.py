@@ -42,6 +42,9 @@ def test_maintain_creates_ahead_and_applies_retention(settings, db):
     for table, age in (("gpu_metrics_1m_state", 91), ("gpu_metrics_1m_state", 89), ("gpu_metrics_1h_state", 731)):
         db.execute(f"INSERT INTO {table} (bucket, gpu_uuid, host, gpu_index, samples) VALUES (%s, 'GPU-x', 'h', 0, 1)",
                    (midnight - timedelta(days=age),))
+    for age in (91, 89):  # precomputed GPU-minutes leave with the 1-minute rollups
+        db.execute("INSERT INTO gpu_minutes_1h VALUES (%s, 'GPU-x', 'h', 1, 0)", (midnight - timedelta(days=age),))
+        db.execute("INSERT INTO gpu_minutes_1h_done VALUES (%s, 5)", (midnight - timedelta(days=age),))
 
     report = maintain(settings, today=today)
 
@@ -51,7 +54,8 @@ def test_maintain_creates_ahead_and_applies_retention(settings, db):
     assert existing_partitions(db) == {today - timedelta(days=14), today - timedelta(days=13),
                                        *(today + timedelta(days=n) for n in range(4))}
     assert [r["gpu_uuid"] for r in db.execute("SELECT gpu_uuid FROM gpu_metrics")] == ["GPU-kept"]
-    assert report.rows_deleted == {"gpu_metrics_1m_state": 1, "gpu_metrics_1h_state": 1, "token_usage": 0}
+    assert report.rows_deleted == {"gpu_minutes_1h_done": 1, "gpu_minutes_1h": 1, "gpu_metrics_1m_state": 1,
+                                   "gpu_metrics_1h_state": 1, "token_usage": 0}
     again = maintain(settings, today=today)
     assert again.partitions_created == again.partitions_dropped == [] and sum(again.rows_deleted.values()) == 0
 

@@ -115,7 +115,9 @@ _TIMESCALE_RETENTION = (
     ("gpu_metrics_1h", "retention_1h_days"),
     ("token_usage", "retention_1h_days"),
 )
-_POSTGRES_RETENTION = (
+_POSTGRES_RETENTION = (  # in one transaction: spend never sees precomputed hours whose minutes are gone
+    ("gpu_minutes_1h_done", "hour", "retention_1m_days"),
+    ("gpu_minutes_1h", "hour", "retention_1m_days"),
     ("gpu_metrics_1m_state", "bucket", "retention_1m_days"),
     ("gpu_metrics_1h_state", "bucket", "retention_1h_days"),
     ("token_usage", "time", "retention_1h_days"),
@@ -147,11 +149,12 @@ def maintain(settings: Settings | None = None, today: date | None = None) -> Mai
         report.partitions_created = ensure_partitions(conn, (today + timedelta(days=i) for i in range(AHEAD_DAYS + 1)))
         report.partitions_dropped = drop_expired_partitions(conn, settings.retention_raw_days, today, guard)
         report.partitions_kept = guard.refused if guard is not None else {}
-        for table, column, setting in _POSTGRES_RETENTION:
-            cutoff = _midnight(today - timedelta(days=getattr(settings, setting)))
-            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(table),
-                                                                              sql.Identifier(column)), (cutoff,))
-            report.rows_deleted[table] = cur.rowcount
+        with conn.transaction():
+            for table, column, setting in _POSTGRES_RETENTION:
+                cutoff = _midnight(today - timedelta(days=getattr(settings, setting)))
+                cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s").format(sql.Identifier(table),
+                                                                                  sql.Identifier(column)), (cutoff,))
+                report.rows_deleted[table] = cur.rowcount
     return report
 
 

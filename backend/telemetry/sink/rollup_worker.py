@@ -11,7 +11,8 @@ skip the pass).
 Freshness: a bucket is due once it ended `ROLLUP_MAX_DELAY_S / 2` ago (late samples of a just-closed minute have
 landed by then, so it is recomputed once, not twice), and passes run every `ROLLUP_MAX_DELAY_S / 2`: a complete
 minute is materialized at most `ROLLUP_MAX_DELAY_S` (plus one pass) after it ends or after a late write to it —
-unless sinks keep writing into it, as while they work off a backlog. The sink runs the worker as a thread;
+unless sinks keep writing into it, as while they work off a backlog. After each pass the worker refreshes the
+precomputed GPU-minutes that spend reads (`gpu_minutes.py`). The sink runs the worker as a thread;
 `stream-platform pipeline rollup` runs one pass by hand.
 """
 
@@ -27,6 +28,7 @@ import psycopg
 from backend.config import Settings
 from backend.db import connect
 from backend.db.migrate import profile_of
+from backend.telemetry.gpu_minutes import refresh_from_settings
 from backend.telemetry.sink.metrics import SinkMetrics
 from backend.telemetry.sink.rollups import (
     LOCK_HOUR,
@@ -89,6 +91,8 @@ class PassReport:
     busy: int = 0
     pending: int = 0
     skipped: bool = False
+    gpu_hours: int = 0
+    """Hours of precomputed GPU-minutes recounted (`gpu_minutes.py`)."""
 
 
 def settle(settings: Settings) -> timedelta:
@@ -141,12 +145,14 @@ def _chunk(conn: psycopg.Connection, level: _Level, due_after: timedelta, skip: 
 
 
 def materialize(settings: Settings, due_after: timedelta | None = None) -> PassReport:
-    """One pass on a connection of its own (`pipeline rollup`, benchmarks, tests); `due_after` defaults to the
-    worker's settle time. A timescaledb database has nothing to do (continuous aggregates)."""
+    """One pass on a connection of its own (`pipeline rollup`, benchmarks, tests), then the precomputed GPU-minutes
+    refreshed; `due_after` defaults to the worker's settle time. A timescaledb database has no rollups to
+    materialize (continuous aggregates), only the GPU-minutes."""
+    due_after = settle(settings) if due_after is None else due_after
     with connect(settings, autocommit=True) as conn:
-        if profile_of(conn) != "postgres":
-            return PassReport()
-        return run_pass(conn, settle(settings) if due_after is None else due_after)
+        report = run_pass(conn, due_after) if profile_of(conn) == "postgres" else PassReport()
+        report.gpu_hours = refresh_from_settings(conn, settings, due_after).hours
+        return report
 
 
 class RollupWorker:
@@ -183,6 +189,7 @@ class RollupWorker:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self._settings, autocommit=True)
             report = run_pass(self._conn, due_after, self._stop)
+            refresh_from_settings(self._conn, self._settings, due_after, self._stop)
         except psycopg.Error as exc:
             self._metrics.rollup_failures.inc()
             log.warning("rollup pass failed (%s); trying again in %.1fs", str(exc).splitlines()[0],

@@ -19,6 +19,7 @@ much of them is precomputed. The migration's views were generated from `minutes_
 from __future__ import annotations
 
 from backend.telemetry.fields import FIELDS
+from backend.telemetry.gpu_minutes import mark_dirty
 
 PENDING_1M = "gpu_metrics_1m_pending"
 PENDING_1H = "gpu_metrics_1h_pending"
@@ -85,10 +86,12 @@ def lock_shared(minutes: str) -> str:
 
 
 def invalidate(minutes: str) -> list[str]:
-    """CTEs that list the minutes of `minutes` (a relation with column `b`) and their hours as pending and delete
-    their state rows. Sorted inserts: two sinks listing the same new buckets never deadlock."""
+    """CTEs that list the minutes of `minutes` (a relation with column `b`) and their hours as pending, delete
+    their state rows and mark the hours' precomputed GPU-minutes stale (`gpu_minutes.py`). Sorted inserts: two sinks
+    listing the same new buckets never deadlock."""
     hours = f"SELECT DISTINCT date_trunc('hour', b, 'UTC') FROM {minutes}"
     return [
+        f"dirty_1h AS ({mark_dirty(minutes, 'b')})",
         f"pending_1m AS (INSERT INTO {PENDING_1M} (bucket) SELECT DISTINCT b FROM {minutes} ORDER BY 1 "
         "ON CONFLICT DO NOTHING)",
         f"pending_1h AS (INSERT INTO {PENDING_1H} (bucket) {hours} ORDER BY 1 ON CONFLICT DO NOTHING)",

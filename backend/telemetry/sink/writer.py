@@ -7,8 +7,9 @@ replay after a crash or a rebalance) fails as a whole and is undone to a savepoi
 temporary stage and `INSERT … SELECT … ON CONFLICT DO NOTHING`, which invalidates only the minutes of rows it
 inserted. Replays come in runs, so after a batch with duplicates the next one starts on the stage. timescaledb
 profile, and `--insert`: always the stage (filled with INSERT where COPY is unavailable: the WebAssembly TimescaleDB
-used in tests), and no invalidation (continuous aggregates). The `gpus` inventory and token usage commit in the same
-transaction as the raw rows.
+used in tests), and no invalidation (continuous aggregates) beyond marking the hours written to for the precomputed
+GPU-minutes (`gpu_minutes.py`; the postgres profile marks them with the rollup invalidation). The `gpus` inventory
+and token usage commit in the same transaction as the raw rows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from backend.db import connect
 from backend.db.migrate import profile_of
 from backend.errors import ConfigError
 from backend.telemetry.fields import FIELDS
+from backend.telemetry.gpu_minutes import mark_dirty
 from backend.telemetry.sink.batch import METRIC_COLUMNS, TOKEN_COLUMNS, Batch, days_of
 from backend.telemetry.sink.partitions import ensure_partitions
 from backend.telemetry.sink.rollups import invalidate, lock_shared
@@ -58,6 +60,12 @@ def _move(stage: str, table: str, columns: tuple[str, ...]) -> str:
 
 def _counted(insert: str) -> str:
     return f"WITH inserted AS ({insert} RETURNING 1) SELECT count(*) AS inserted FROM inserted"
+
+
+def _counted_and_marked(insert: str) -> str:
+    """The insert, returning one row `inserted`, and the hours of the rows it inserted marked as written to."""
+    return (f"WITH inserted AS ({insert} RETURNING time), dirty AS ({mark_dirty('inserted', 'time')}) "
+            "SELECT count(*) AS inserted FROM inserted")
 
 
 def _counted_and_invalidated(insert: str) -> str:
@@ -109,7 +117,7 @@ class PostgresWriter:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_metrics (LIKE gpu_metrics) ON COMMIT DELETE ROWS")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS _stage_tokens (LIKE token_usage) ON COMMIT DELETE ROWS")
         move = _move("_stage_metrics", "gpu_metrics", METRIC_COLUMNS)
-        self._metrics_sql = _counted_and_invalidated(move) if self.profile == "postgres" else _counted(move)
+        self._metrics_sql = _counted_and_invalidated(move) if self.profile == "postgres" else _counted_and_marked(move)
         self._known_days = set()
         self._conn = conn
         return conn
