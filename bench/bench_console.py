@@ -62,12 +62,14 @@ def seed(settings: Settings, hosts: int) -> tuple[int, float]:
     from backend.secrets.service import get_service
     from backend.streams import keys
     from backend.streams.pepper import key_pepper
+    from backend.telemetry.sink.rollup_worker import materialize
     from backend.vm.agent import build_agent
 
     started = time.perf_counter()
     stored = store_history(settings, hosts=hosts, gpus_per_host=8, history=timedelta(hours=24),
                            interval=timedelta(seconds=60))
     seconds = time.perf_counter() - started
+    materialize(settings)  # the pending rollups and precomputed GPU-minutes, as a running sink's worker keeps them
     evaluate_once(settings)
     admin = Principal(ADMIN, Role.admin)
     with connect(settings) as conn:

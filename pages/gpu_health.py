@@ -40,9 +40,9 @@ def load_findings(who: Principal) -> dict[str, list]:
 
 
 @cached(ttl=60)
-def load_offenders(who: Principal, kind: str, hours: int) -> list:
+def load_offenders(who: Principal, hours: int) -> dict[str, list]:
     end = datetime.now(UTC)
-    return queries.top_offenders(who, kind, end - timedelta(hours=hours), end, n=10)
+    return queries.offenders_by_kind(who, end - timedelta(hours=hours), end, n=10)
 
 
 st.title("GPU Health")
@@ -114,7 +114,7 @@ for col, (kind, title) in zip(st.columns(3), (("hottest", "Hottest"), ("ecc", "E
                                               ("throttled", "Most throttled")), strict=True):
     with col, guarded(title):
         st.markdown(f"**{title}**")
-        found = load_offenders(me, kind, hours)
+        found = load_offenders(me, hours)[kind]
         if not found:
             st.caption("Nothing to report in this window.")
         else:

@@ -66,3 +66,11 @@ def top_offenders(principal: Principal, kind: Kind, start: datetime, end: dateti
     require_role(principal, Role.viewer, "view top offenders")
     with query_connection(settings) as conn:
         return offenders.top_offenders(conn, kind, start, end, n=n)
+
+
+def offenders_by_kind(principal: Principal, start: datetime, end: datetime, *, n: int = 10,
+                      settings: Settings | None = None) -> dict[Kind, list[Offender]]:
+    """The `n` worst GPUs in [start, end) for every kind at once: one pass over the rollups, not three."""
+    require_role(principal, Role.viewer, "view top offenders")
+    with query_connection(settings) as conn:
+        return offenders.offenders_by_kind(conn, start, end, n=n)
