@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     rollup_max_delay_s: float = Field(
         default=10, ge=2, description="postgres profile: a complete minute's rollup is materialized within this"
     )
+    sink_status_interval_s: float = Field(
+        default=5, ge=0.5, le=300, description="how often each sink records its lag, rate and partitions in the "
+        "database (sink_status), where the console reads them; three intervals without a report: lag unknown"
+    )
     archive_url: str | None = Field(
         default=None, description="Parquet archive of raw days: a directory or gs://BUCKET/PREFIX; set = archiving on"
     )

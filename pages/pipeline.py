@@ -1,5 +1,8 @@
 """Pipeline: ingest rate, consumer lag per partition, sink instances, dead letters with their reasons, and the
-Parquet archive of raw days."""
+Parquet archive of raw days.
+
+Everything rendered comes from the database: lag, write rates, sinks and dead-letter counts are what the sinks
+recorded (every SINK_STATUS_INTERVAL_S). The broker is asked only when someone presses "Ask the broker now"."""
 
 from __future__ import annotations
 
@@ -20,17 +23,33 @@ minutes = st.segmented_control("Ingest window", [5, 15, 60], default=15, format_
                                key="ingest-window") or 15
 
 
+def _lag_table(partitions: list[status.PartitionLag], *, positions: bool) -> pd.DataFrame:
+    return pd.DataFrame([{"topic": p.topic, "partition": p.partition,
+                          "committed": p.committed if p.committed is not None else "–",
+                          **({"position": p.position if p.position is not None else "–"} if positions else {}),
+                          "end": p.end if p.end is not None else "–", "lag": p.lag if p.lag is not None else "–"}
+                         for p in partitions])
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items()))
+
+
 @st.fragment(run_every="15s")
 @boundary("Pipeline")
 def pipeline_panel(minutes: int) -> None:
-    with st.spinner("Asking the broker…"):
-        view = status.overview(me, minutes=minutes, dlq_limit=50)
-    lag_total = sum(p.lag for p in view.lag)
+    view = status.overview(me, minutes=minutes)
+    sinks = view.sinks
     cols = st.columns(4)
-    cols[0].metric("Ingest", fmt.number(view.ingest.rows_per_s, "samples/s", 1))
-    cols[1].metric("Consumer lag", fmt.number(lag_total, "messages"))
-    cols[2].metric("Sink instances", len(view.members))
-    cols[3].metric("Dead letters", fmt.number(view.dlq_total))
+    cols[0].metric("Ingest", fmt.number(view.ingest.rows_per_s, "samples/s", 1),
+                   help=f"samples stored per second over the last {minutes} min, by sample time")
+    cols[1].metric("Consumer lag", fmt.number(sinks.lag_total, "messages") if sinks.lag_total is not None
+                   else "unknown", help="as the running sinks last recorded it")
+    cols[2].metric("Sink instances", len(sinks.running), help="running sinks that reported recently")
+    cols[3].metric("Dead letters", fmt.number(sum(sinks.dead_letters.values())),
+                   help="sent to the dead-letter topic since the running sinks started")
+    if sinks.unknown_because:
+        st.caption(f"Lag unknown — {sinks.unknown_because}.")
 
     if view.ingest.per_minute:
         per_minute = pd.DataFrame(view.ingest.per_minute, columns=["minute", "samples"])
@@ -45,34 +64,60 @@ def pipeline_panel(minutes: int) -> None:
 
     left, right = st.columns(2)
     with left:
-        st.markdown(f"**Lag per partition** (group `{view.group}`)")
-        if view.lag:
-            st.dataframe(pd.DataFrame([{"topic": p.topic, "partition": p.partition,
-                                        "committed": p.committed if p.committed is not None else "–",
-                                        "end": p.end, "lag": p.lag} for p in view.lag]), hide_index=True)
+        st.markdown(f"**Lag per partition** (group `{view.group}`, as the sinks recorded it)")
+        if sinks.lag:
+            st.dataframe(_lag_table(sinks.lag, positions=True), hide_index=True)
         else:
-            st.caption("The group has no committed offsets yet.")
+            st.caption("No running sink holds a partition.")
     with right:
         st.markdown("**Sink instances**")
-        if view.members:
-            st.dataframe(pd.DataFrame([{"client": m.client_id, "host": m.host, "partitions": ", ".join(m.partitions)}
-                                       for m in view.members]), hide_index=True)
+        if sinks.instances:
+            st.dataframe(pd.DataFrame([{
+                "instance": i.instance_id, "host": i.host, "state": i.state, "partitions": len(i.partitions),
+                "samples/s": round(i.samples_per_s, 1), "started": fmt.when(i.started_at),
+                "last report": f"{fmt.duration(i.age_s)} ago",
+            } for i in sinks.instances]), hide_index=True)
         else:
-            st.caption("No sink is connected: start one with `stream-platform pipeline sink`.")
+            st.caption("No sink has reported: start one with `stream-platform pipeline sink`.")
+    if sinks.dead_letters:
+        st.caption(f"Dead letters by reason: {_reasons(sinks.dead_letters)}. Ask the broker below to read them.")
+    st.caption("Updates every 15 s from what the sinks recorded.")
 
-    st.markdown(f"**Dead letters** (topic `{view.dlq_topic}`, newest first)")
-    if view.dead_letters:
+
+@st.fragment
+@boundary("Broker")
+def broker_panel() -> None:
+    st.subheader("Ask the broker")
+    st.caption("The numbers above are the sinks' own reports. The broker's answer — lag per partition, the "
+               "consumer group's members and the newest dead letters — takes a moment, so it is read on demand.")
+    if not st.button("Ask the broker now", key="ask-broker", icon=":material/sync:"):
+        return
+    with st.spinner("Asking the broker…"):
+        live = status.live(me, dlq_limit=50)
+    st.markdown(f"**Lag per partition** (the broker, {fmt.when(live.asked_at)}): "
+                f"{fmt.number(live.lag_total, 'messages')} in all")
+    if live.lag:
+        st.dataframe(_lag_table(live.lag, positions=False), hide_index=True)
+    st.markdown("**Group members**")
+    if live.members:
+        st.dataframe(pd.DataFrame([{"client": m.client_id, "host": m.host, "partitions": ", ".join(m.partitions)}
+                                   for m in live.members]), hide_index=True)
+    else:
+        st.caption("The broker lists no members (tansu never does).")
+    if live.dead_letters:
+        st.markdown(f"**Dead letters** (topic `{live.dlq_topic}`, {live.dlq_total:,} in all, newest first)")
         st.dataframe(pd.DataFrame([{
             "at": fmt.when(d.timestamp), "reason": d.reason, "detail": d.detail,
             "source": f"{d.source_topic}[{d.source_partition}]@{d.source_offset}", "key": d.key or "–",
             "bytes": d.size, "preview": d.preview,
-        } for d in view.dead_letters]), hide_index=True)
+        } for d in live.dead_letters]), hide_index=True)
     else:
-        st.success("No dead letters: every message so far was valid.", icon=":material/check_circle:")
-    st.caption("Updates every 15 s.")
+        st.success(f"No dead letters in `{live.dlq_topic}`: every message so far was valid.",
+                   icon=":material/check_circle:")
 
 
 pipeline_panel(int(minutes))
+broker_panel()
 
 
 @boundary("Archive")

@@ -125,6 +125,8 @@ def test_sink_end_to_end_and_retention_from_settings(timescale_url, kafka_settin
     with _conn(timescale_url) as conn:
         assert conn.execute("SELECT count(*) AS n FROM gpu_metrics WHERE gpu_uuid = %s",
                             (uuid_for(9),)).fetchone()["n"] == 25
+        status = conn.execute("SELECT samples_written, stopped_at FROM sink_status").fetchone()
+        assert status["samples_written"] == 25 and status["stopped_at"] is not None  # its last report, on stop
         drops = {j["hypertable_name"]: j["config"]["drop_after"] for j in conn.execute(
             "SELECT hypertable_name, config FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'")}
     assert drops == {"gpu_metrics": "7 days", "gpu_metrics_1m": "30 days", "gpu_metrics_1h": "730 days",

@@ -33,26 +33,29 @@ def client_config(settings: Settings | None = None) -> dict[str, Any]:
 
 def ensure_topics(
     names: Iterable[str], settings: Settings | None = None, *, partitions: int | None = None, timeout: float = 15.0
-) -> None:
-    """Create topics that do not exist yet. Explicit creation matters: tansu auto-creates with 4 partitions."""
+) -> dict[str, int]:
+    """Create topics that do not exist yet; returns each topic's partition count. Explicit creation matters: tansu
+    auto-creates with 4 partitions."""
     settings = settings or get_settings()
+    names = list(dict.fromkeys(names))
     admin = AdminClient(client_config(settings))
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(name, num_partitions=partitions or settings.kafka_partitions,
                  replication_factor=settings.kafka_replication_factor)
-        for name in dict.fromkeys(names)
+        for name in names
         if name not in existing
     ]
-    if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-        try:
-            future.result(timeout)
-            log.info("created topic %s", name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result(timeout)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    created = {topic.topic: topic.num_partitions for topic in wanted}
+    return {name: created[name] if name in created else len(existing[name].partitions) for name in names}
 
 
 def make_producer(settings: Settings | None = None, **overrides: Any) -> Producer:

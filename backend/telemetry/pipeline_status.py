@@ -1,4 +1,10 @@
-"""What the console's Pipeline page shows: ingest rate, consumer lag, sink instances and recent dead letters.
+"""What the console's Overview and Pipeline pages show: ingest rate, consumer lag, sink instances, dead letters.
+
+Two sources, on purpose. What pages render comes from the database only: the ingest rate from `gpu_metrics`, and
+lag, write rate, the sinks and their dead-letter counts from the reports each sink records in `sink_status`
+(`sink.status_report`) — no broker call on a render path. The doubt rule: lag is None (unknown), never 0, unless
+running sinks reported within three of their intervals and together hold every partition. The broker itself is
+asked only on demand (`live`, `recent_dead_letters`: the Pipeline page's buttons, `pipeline status --live`).
 
 Every function takes the acting principal (any signed-in role may look). Lag is measured from fetch responses,
 not from ListOffsets: tansu answers ListOffsets with a stale high watermark (shared/FIELD_NOTES.md), while the
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
@@ -22,6 +28,7 @@ from backend.errors import Unavailable
 from backend.identity import Principal, Role, require_role
 from backend.messaging.kafka import client_config
 from backend.telemetry.sink import dlq
+from backend.telemetry.sink.status_report import STALE_AFTER_INTERVALS
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +45,15 @@ class IngestRate:
 
 @dataclass(frozen=True)
 class PartitionLag:
+    """`end`: the high watermark of a fetch response; `lag`: end − committed. In a sink's report either may be None
+    (not fetched yet, group offset unknown); `position`: the next offset the sink hands to a batch (reports only)."""
+
     topic: str
     partition: int
     committed: int | None
-    end: int
-    lag: int
+    end: int | None
+    lag: int | None
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,15 +78,79 @@ class DeadLetter:
     preview: str
 
 
+@dataclass(frozen=True)
+class SinkInstance:
+    """One sink process as its last report says. `running`: reported within three of its intervals and not
+    stopped; `dead_letters`: by reason, since it started."""
+
+    instance_id: str
+    host: str
+    pid: int
+    member_id: str | None
+    started_at: datetime
+    reported_at: datetime
+    age_s: float
+    stopped_at: datetime | None
+    running: bool
+    partitions: list[PartitionLag]
+    samples_per_s: float
+    messages_per_s: float
+    dead_letters: dict[str, int]
+
+    @property
+    def state(self) -> str:
+        """running; stopped (it said so on a clean stop); silent (no report for three intervals: crashed, hung or
+        cut off from the database)."""
+        return "running" if self.running else "stopped" if self.stopped_at is not None else "silent"
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """What the sinks of the group last recorded (no broker call). `lag_total`, `samples_per_s` and
+    `messages_per_s` are None when unknown, and `unknown_because` then says why in words; `dead_letters` sums the
+    running sinks' counts by reason."""
+
+    group: str
+    instances: list[SinkInstance]
+    lag: list[PartitionLag]
+    lag_total: int | None
+    samples_per_s: float | None
+    messages_per_s: float | None
+    dead_letters: dict[str, int]
+    unknown_because: str | None
+
+    @property
+    def running(self) -> list[SinkInstance]:
+        return [i for i in self.instances if i.running]
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The broker's own answer, asked on demand: lag per partition from a probe consumer, the group's members,
+    the newest dead letters (newest first) and the dead-letter topic's total."""
+
+    lag: list[PartitionLag]
+    members: list[GroupMember]
+    dlq_topic: str
+    dead_letters: list[DeadLetter]
+    dlq_total: int
+    asked_at: datetime
+
+    @property
+    def lag_total(self) -> int:
+        return sum(p.lag or 0 for p in self.lag)
+
+
 @dataclass
 class PipelineOverview:
+    """Everything the Pipeline page renders, from the database; `live` only when asked for (`pipeline status
+    --live`)."""
+
     group: str
     dlq_topic: str
     ingest: IngestRate
-    lag: list[PartitionLag] = field(default_factory=list)
-    members: list[GroupMember] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    dlq_total: int = 0
+    sinks: SinkStatus
+    live: LiveView | None = None
 
 
 def ingest_rate(principal: Principal, minutes: int = 5, *, settings: Settings | None = None) -> IngestRate:
@@ -90,6 +165,79 @@ def ingest_rate(principal: Principal, minutes: int = 5, *, settings: Settings | 
     per_minute = [(r["minute"], r["n"]) for r in rows]
     total = sum(n for _, n in per_minute)
     return IngestRate(minutes, total, total / (minutes * 60), per_minute)
+
+
+_REPORTS = """
+SELECT instance_id, host, pid, member_id, started_at, reported_at, stopped_at, topic_partitions, partitions,
+       samples_per_s, messages_per_s, dead_letters, extract(epoch FROM now() - reported_at)::float8 AS age_s,
+       stopped_at IS NULL AND reported_at >= now() - make_interval(secs => %(stale)s * interval_s) AS running
+FROM sink_status WHERE group_id = %(group)s ORDER BY reported_at DESC
+"""
+
+
+def sink_status(principal: Principal, *, settings: Settings | None = None) -> SinkStatus:
+    """Lag, write rate, sink instances and dead letters as the sinks last recorded them: one small query."""
+    require_role(principal, Role.viewer, "view the pipeline status")
+    settings = settings or get_settings()
+    with query_connection(settings) as conn:
+        rows = conn.execute(_REPORTS, {"stale": STALE_AFTER_INTERVALS, "group": settings.kafka_group_id}).fetchall()
+    instances = [SinkInstance(
+        r["instance_id"], r["host"], r["pid"], r["member_id"], r["started_at"], r["reported_at"], r["age_s"],
+        r["stopped_at"], r["running"], [PartitionLag(**p) for p in r["partitions"]], r["samples_per_s"],
+        r["messages_per_s"], r["dead_letters"]) for r in rows]
+    running = [i for i in instances if i.running]
+    held: dict[tuple[str, int], PartitionLag] = {}
+    for instance in reversed(running):  # newest last: a partition two sinks report (a rebalance) counts as newest
+        held |= {(p.topic, p.partition): p for p in instance.partitions}
+    lag = [held[k] for k in sorted(held)]
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["running"]:
+            for topic, n in row["topic_partitions"].items():
+                counts[topic] = max(counts.get(topic, 0), n)
+    dead: dict[str, int] = {}
+    for instance in running:
+        for reason, n in instance.dead_letters.items():
+            dead[reason] = dead.get(reason, 0) + n
+    why = _lag_unknown_because(instances, running, held, counts, settings)
+    return SinkStatus(
+        group=settings.kafka_group_id, instances=instances, lag=lag,
+        lag_total=None if why else sum(p.lag or 0 for p in lag),
+        samples_per_s=sum(i.samples_per_s for i in running) if running else None,
+        messages_per_s=sum(i.messages_per_s for i in running) if running else None,
+        dead_letters=dead, unknown_because=why)
+
+
+def _lag_unknown_because(instances: list[SinkInstance], running: list[SinkInstance],
+                         held: dict[tuple[str, int], PartitionLag], counts: dict[str, int],
+                         settings: Settings) -> str | None:
+    """Why the recorded lag cannot be trusted, or None when it can."""
+    if not instances:
+        return "no sink has reported"
+    if not running:
+        newest = instances[0]
+        if newest.stopped_at is not None:
+            return f"the sink stopped {_seconds(newest.age_s)} ago"
+        return f"the sink last reported {_seconds(newest.age_s)} ago"
+    for topic in (settings.telemetry_topic, settings.token_usage_topic):
+        if topic not in counts:
+            return f"no running sink knows how many partitions {topic} has"
+        missing = [p for p in range(counts[topic]) if (topic, p) not in held]
+        if missing:
+            return f"{topic}[{', '.join(map(str, missing))}] held by no running sink"
+    unfetched = [f"{p.topic}[{p.partition}]" for p in held.values() if p.lag is None]
+    if unfetched:
+        return f"no fetch answered yet for {', '.join(unfetched)}"
+    return None
+
+
+def _seconds(age_s: float) -> str:
+    """`42 s`, `5 min`, `3 h`: how long ago, in the unit an operator would say."""
+    if age_s < 120:
+        return f"{age_s:.0f} s"
+    if age_s < 7200:
+        return f"{age_s / 60:.0f} min"
+    return f"{age_s / 3600:.0f} h"
 
 
 def _probe(settings: Settings) -> Consumer:
@@ -121,7 +269,8 @@ def _fetched_watermarks(consumer: Consumer, partitions: list[TopicPartition], ti
 
 
 def consumer_lag(principal: Principal, *, settings: Settings | None = None) -> list[PartitionLag]:
-    """Per partition of the telemetry and token topics: the group's committed offset, the end, the lag."""
+    """Per partition of the telemetry and token topics: the group's committed offset, the end, the lag, as the
+    broker answers now (a probe consumer: about 1.6 s on tansu; on demand only, never on a page's render path)."""
     require_role(principal, Role.viewer, "view the pipeline status")
     settings = settings or get_settings()
     probe = _probe(settings)
@@ -152,7 +301,8 @@ def consumer_lag(principal: Principal, *, settings: Settings | None = None) -> l
 
 
 def sink_instances(principal: Principal, *, settings: Settings | None = None) -> list[GroupMember]:
-    """Members of the sink's consumer group and their partitions (empty if the broker does not report them)."""
+    """Members of the sink's consumer group and their partitions as the broker answers now (empty if it does not
+    report them); on demand only."""
     require_role(principal, Role.viewer, "view the pipeline status")
     settings = settings or get_settings()
     admin = AdminClient(client_config(settings))
@@ -170,7 +320,8 @@ def sink_instances(principal: Principal, *, settings: Settings | None = None) ->
 def recent_dead_letters(principal: Principal, limit: int = 50, *, timeout: float = 10.0,
                         settings: Settings | None = None) -> tuple[list[DeadLetter], int]:
     """The newest `limit` dead letters (newest first) and the topic's total count. Reads from near the end of
-    each partition with a throwaway consumer, so the cost stays bounded however long the topic gets."""
+    each partition with a throwaway consumer, so the cost stays bounded however long the topic gets; on demand
+    only."""
     require_role(principal, Role.viewer, "view the pipeline status")
     settings = settings or get_settings()
     probe = _probe(settings)
@@ -225,13 +376,19 @@ def _int(text: str | None) -> int | None:
     return int(text) if text and text.lstrip("-").isdigit() else None
 
 
-def overview(principal: Principal, minutes: int = 5, dlq_limit: int = 50, *,
-             settings: Settings | None = None) -> PipelineOverview:
-    """Everything the Pipeline page shows, in one call."""
+def live(principal: Principal, dlq_limit: int = 50, *, settings: Settings | None = None) -> LiveView:
+    """Ask the broker now: lag per partition, the group's members and the newest dead letters (the Pipeline page's
+    button, `pipeline status --live`)."""
     settings = settings or get_settings()
+    asked_at = datetime.now(UTC)
     letters, total = recent_dead_letters(principal, dlq_limit, settings=settings)
-    return PipelineOverview(
-        group=settings.kafka_group_id, dlq_topic=settings.dlq_topic,
-        ingest=ingest_rate(principal, minutes, settings=settings), lag=consumer_lag(principal, settings=settings),
-        members=sink_instances(principal, settings=settings), dead_letters=letters, dlq_total=total,
-    )
+    return LiveView(consumer_lag(principal, settings=settings), sink_instances(principal, settings=settings),
+                    settings.dlq_topic, letters, total, asked_at)
+
+
+def overview(principal: Principal, minutes: int = 5, *, settings: Settings | None = None) -> PipelineOverview:
+    """Everything the Pipeline page renders, from the database alone."""
+    settings = settings or get_settings()
+    return PipelineOverview(group=settings.kafka_group_id, dlq_topic=settings.dlq_topic,
+                            ingest=ingest_rate(principal, minutes, settings=settings),
+                            sinks=sink_status(principal, settings=settings))

@@ -69,24 +69,42 @@ def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
 def status(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     minutes: int = typer.Option(5, "--minutes", min=1, max=1440, help="window for the ingest rate"),
+    ask_broker: bool = typer.Option(False, "--live", help="also ask the broker now: lag per partition, group "
+                                    "members and the newest dead letters (a probe consumer; takes a moment)"),
 ) -> None:
-    """Ingest rate, consumer lag per partition, sink instances and recent dead letters."""
+    """Ingest rate, and consumer lag, sink instances and dead letters as the sinks last recorded them."""
     from backend.telemetry import pipeline_status
 
-    report = pipeline_status.overview(acting_principal(), minutes=minutes)
+    who = acting_principal()
+    report = pipeline_status.overview(who, minutes=minutes)
+    if ask_broker:
+        report.live = pipeline_status.live(who, dlq_limit=10)
     if as_json:
         print_json(report)
         return
-    rate = report.ingest
+    rate, sinks = report.ingest, report.sinks
     console.print(f"ingest: {rate.rows} samples in the last {minutes} min ({rate.rows_per_s:.1f}/s)")
-    console.print(f"consumer group {report.group}: total lag {sum(p.lag for p in report.lag)}")
-    for p in report.lag:
+    lag = f"{sinks.lag_total}" if sinks.lag_total is not None else f"unknown — {sinks.unknown_because}"
+    console.print(f"consumer group {report.group} (as the sinks recorded it): total lag {lag}")
+    _print_lag(sinks.lag)
+    for i in sinks.instances:
+        console.print(f"  sink {i.instance_id} on {i.host} ({i.state}, reported {i.age_s:.0f} s ago): "
+                      f"{len(i.partitions)} partitions, {i.samples_per_s:,.0f} samples/s{_reasons(i.dead_letters)}")
+    console.print(f"dead letters since the running sinks started: {sum(sinks.dead_letters.values())}"
+                  f"{_reasons(sinks.dead_letters)}")
+    if report.live is not None:
+        console.print(f"broker, asked now: total lag {report.live.lag_total}")
+        _print_lag(report.live.lag)
+        for m in report.live.members:
+            console.print(f"  member {m.client_id} on {m.host}: {', '.join(m.partitions) or 'no partitions'}")
+        console.print(f"dead letters: {report.live.dlq_total} in {report.dlq_topic}")
+        for d in report.live.dead_letters:
+            console.print(f"  {d.source_topic}[{d.source_partition}]@{d.source_offset} {d.reason}: {d.detail}")
+
+
+def _print_lag(partitions: list) -> None:
+    for p in partitions:
         console.print(f"  {p.topic}[{p.partition}] committed {p.committed} end {p.end} lag {p.lag}")
-    for m in report.members:
-        console.print(f"  member {m.client_id} on {m.host}: {', '.join(m.partitions) or 'no partitions'}")
-    console.print(f"dead letters: {report.dlq_total} in {report.dlq_topic}")
-    for d in report.dead_letters[:10]:
-        console.print(f"  {d.source_topic}[{d.source_partition}]@{d.source_offset} {d.reason}: {d.detail}")
 
 
 if __name__ == "__main__":

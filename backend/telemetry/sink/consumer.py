@@ -8,7 +8,9 @@ its database commit and after the broker has acknowledged its dead letters: a cr
 waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
 refuses for its content is split so that only the offending messages go to the dead-letter topic. In the postgres
 profile a rollup worker thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the
-writer keeps, on its own connection, outside the batches' transactions.
+writer keeps, on its own connection, outside the batches' transactions. Every SINK_STATUS_INTERVAL_S the loop
+hands a snapshot of its partitions, offsets, lag and rates to the status reporter (`status_report.py`), which
+records it in the database on a thread of its own: the console reads it there instead of asking the broker.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from backend.telemetry.sink.batch import Batch, build_batch
 from backend.telemetry.sink.dlq import DeadLetters, make_dead_letters
 from backend.telemetry.sink.metrics import SinkMetrics
 from backend.telemetry.sink.rollup_worker import RollupWorker
+from backend.telemetry.sink.status_report import Report, StatusReporter, partition_view
 from backend.telemetry.sink.validate import Rejected, TimeWindow
 from backend.telemetry.sink.writer import PostgresWriter, WriteResult
 
@@ -46,6 +49,7 @@ _CONTENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)  # t
 MAX_BACKOFF_S = 5.0
 STOP_GRACE_S = 15.0
 INFLIGHT_POLL_S = 0.005  # how often the loop looks whether the writer thread is done while messages are scarce
+COMMITTED_TIMEOUT_S = 5.0  # the group's offsets, asked once per assignment for the status report
 T = TypeVar("T")
 
 
@@ -105,6 +109,11 @@ class Sink:
         self._dlq: DeadLetters | None = None
         self._flushing = False
         self._active_since: float | None = None  # when partitions were last assigned: idle time counts from there
+        self._status = StatusReporter(self.settings)
+        self._next_report = 0.0  # time.monotonic() when the next status report is due
+        self._last_report = (time.monotonic(), 0, 0)  # when, samples written, messages consumed: for the rates
+        self._committed: dict[tuple[str, int], int] = {}  # the group's offsets of our partitions (-1001: none yet)
+        self._topic_partitions: dict[str, int] = {}  # as the broker said at start (readers check coverage)
 
     def stop(self) -> None:
         """Finish the current batch, commit it and return from `run()`."""
@@ -114,9 +123,10 @@ class Sink:
         s = self.settings
         topics = [s.telemetry_topic, s.token_usage_topic]
         try:
-            ensure_topics([*topics, s.dlq_topic], s)
+            counts = ensure_topics([*topics, s.dlq_topic], s)
         except KafkaException as exc:
             raise Unavailable(f"Kafka at {s.kafka_bootstrap_servers} unreachable: {exc.args[0].str()}") from None
+        self._topic_partitions = {topic: counts[topic] for topic in topics}
         if s.sink_metrics_port:
             self.metrics.serve(s.sink_metrics_port)
         self._install_signal_handlers()
@@ -128,16 +138,22 @@ class Sink:
         log.info("sink consuming %s as group %s", ", ".join(topics), s.kafka_group_id)
         today = datetime.now(UTC).date()
         self._write_thread.submit(self._writer.warm_up, {today, today + timedelta(days=1)})  # during the group join
+        self._status.start()
+        # the first report once the writer has connected (a one-connection test server must not see ours first)
+        self._next_report = time.monotonic() + s.sink_status_interval_s
+        final: Report | None = None
         try:
             self._loop()
             self._flush()
             self._finish()
+            final = self._snapshot(time.monotonic(), stopped=True)
         finally:
             self._write_thread.shutdown(wait=True)  # never close the connection under a running write
             if self._rollups is not None:
                 self._rollups.stop()
             self._consumer.close()
             self._writer.close()
+            self._status.close(final)
         log.info("sink stopped: %s", self.summary)
         return self.summary
 
@@ -156,8 +172,10 @@ class Sink:
             wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
             if self._inflight is not None:
                 wait = min(wait, INFLIGHT_POLL_S)
+            wait = min(wait, max(0.0, self._next_report - time.monotonic()))
             messages = self._consumer.consume(num_messages=max(1, size - len(self._pending)), timeout=wait)
             now = time.monotonic()
+            self._report_if_due(now)
             for message in messages:
                 if message.error() is None:
                     if not self._pending:
@@ -182,9 +200,25 @@ class Sink:
                 and self._active_since is not None
                 and now - self._active_since >= self.until_idle)
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "none")
         self._active_since = time.monotonic()
+        self._committed = self._group_offsets(consumer, partitions)
+
+    @staticmethod
+    def _group_offsets(consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets of newly assigned partitions (one round trip, under a millisecond), so the
+        status report knows the lag before our first commit; unknown (the report says so) if the broker does not
+        answer."""
+        if not partitions:
+            return {}
+        try:
+            return {(tp.topic, tp.partition): tp.offset
+                    for tp in consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)}
+        except KafkaException as exc:
+            log.warning("group offsets unavailable (%s): the status report shows lag as unknown until the next "
+                        "commit", exc)
+            return {}
 
     def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         """Store and commit what we hold before the partitions move to another member (unless a flush is already
@@ -297,6 +331,7 @@ class Sink:
                 message = self._consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
                 if message is not None and message.error() is None:
                     self._pending.append(message)  # fetched before the pause: keep it for the next batch
+                self._report_if_due(time.monotonic())  # an outage shows in the console as lag that grows
         finally:
             self._consumer.resume(self._consumer.assignment())
 
@@ -318,6 +353,8 @@ class Sink:
             self._consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
             log.warning("offset commit refused (%s): the new owner will replay these messages idempotently", exc)
+            return
+        self._committed.update(offsets)
 
     def _count(self, result: WriteResult) -> None:
         self.metrics.written.labels("gpu_metrics").inc(result.metrics_inserted)
@@ -335,6 +372,34 @@ class Sink:
             self.metrics.consumed.labels(topic).inc(sum(1 for m in messages if m.topic() == topic))
         self.metrics.batch_seconds.observe(seconds)
         self.metrics.batch_size.observe(len(messages))
+
+    def _report_if_due(self, now: float) -> None:
+        if now >= self._next_report:
+            self._next_report = now + self.settings.sink_status_interval_s
+            self._status.offer(self._snapshot(now))
+
+    def _snapshot(self, now: float, *, stopped: bool = False) -> Report:
+        """Where this sink stands, from the client's own state (no broker round trip): assigned partitions, the
+        offsets committed, positions, the watermarks of the last fetch responses; rates since the last snapshot."""
+        assignment = self._consumer.assignment()
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assignment)}
+        views = []
+        for tp in sorted(assignment, key=lambda tp: (tp.topic, tp.partition)):
+            key = (tp.topic, tp.partition)
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            views.append(partition_view(tp.topic, tp.partition, committed=self._committed.get(key),
+                                        position=positions.get(key, -1), low=low, high=high))
+        then, written, consumed = self._last_report
+        seconds = max(now - then, 1e-3)
+        s = self.summary
+        self._last_report = (now, s.metrics_written, s.consumed)
+        try:
+            member_id = self._consumer.memberid() or None
+        except (RuntimeError, KafkaException):
+            member_id = None
+        return Report(views, dict(self._topic_partitions), member_id, s.consumed, s.metrics_written,
+                      s.tokens_written, (s.metrics_written - written) / seconds, (s.consumed - consumed) / seconds,
+                      dict(s.dlq_reasons), stopped)
 
     def _observe_lag(self, batch: Batch) -> None:
         for (topic, part), next_offset in batch.offsets.items():
