@@ -200,7 +200,7 @@ def test_a_failing_worker_counts_its_failures_and_keeps_trying(settings):
     unreachable = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none",
                                               "rollup_max_delay_s": 2.0})
     metrics = SinkMetrics()
-    worker = RollupWorker(unreachable, metrics)
+    worker = RollupWorker(unreachable, metrics, "postgres")
     worker.start()
     try:
         wait_for(lambda: (metrics.registry.get_sample_value("sink_rollup_failures_total") or 0) >= 2, timeout=30)

@@ -6,9 +6,10 @@ after batch N is finished, so at most one write is in flight and offsets are com
 its database commit and after the broker has acknowledged its dead letters: a crash at any point replays
 (harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database or dead-letter outage is
 waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
-refuses for its content is split so that only the offending messages go to the dead-letter topic. In the postgres
-profile a rollup worker thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the
-writer keeps, on its own connection, outside the batches' transactions. Every SINK_STATUS_INTERVAL_S the loop
+refuses for its content is split so that only the offending messages go to the dead-letter topic. A rollup worker
+thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the writer keeps (postgres
+profile) and keeps the precomputed GPU-minutes current (both profiles), on its own connection, outside the
+batches' transactions. Every SINK_STATUS_INTERVAL_S the loop
 hands a snapshot of its partitions, offsets, lag and rates to the status reporter (`status_report.py`), which
 records it in the database on a thread of its own: the console reads it there instead of asking the broker.
 """
@@ -166,8 +167,8 @@ class Sink:
         size, latency = self.settings.sink_batch_size, self.settings.sink_batch_max_latency_ms / 1000
         batch_started = time.monotonic()
         while not self._stop.is_set():
-            if self._rollups is None and self._writer.profile == "postgres":
-                self._rollups = RollupWorker(self.settings, self.metrics)
+            if self._rollups is None and self._writer.profile is not None:  # known once the writer connected
+                self._rollups = RollupWorker(self.settings, self.metrics, self._writer.profile)
                 self._rollups.start()
             wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
             if self._inflight is not None:
