@@ -108,7 +108,7 @@ with guarded("Status table"):
             st.switch_page(BY_FILE["gpu_detail.py"].path, query_params={"gpu": table.iloc[rows[0]]["uuid"]})
 
 st.subheader("Top offenders")
-hours = st.radio("Window", [1, 6, 24, 72], index=2, format_func=lambda h: f"{h} h", horizontal=True,
+hours = st.radio("Window", [1, 6, 24, 72], index=1, format_func=lambda h: f"{h} h", horizontal=True,
                  key="offender-window")
 for col, (kind, title) in zip(st.columns(3), (("hottest", "Hottest"), ("ecc", "ECC errors"),
                                               ("throttled", "Most throttled")), strict=True):

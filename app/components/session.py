@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+from components import charts
 from components.errors import guarded
 
 from backend import console_auth
@@ -78,4 +79,5 @@ def login_page() -> None:
         st.divider()
         if st.button("Sign in with single sign-on", icon=":material/badge:"):
             st.login()
+    charts.preload()
     st.caption("First time? `make demo` prints the admin login; admins add users with `stream-platform users add`.")
