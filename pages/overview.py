@@ -126,7 +126,7 @@ def streams_panel() -> None:
     if found:
         now = datetime.now(UTC)
         st.dataframe(pd.DataFrame([{"stream": f"{s.app}/{s.stream}", "owner": s.owner or "–",
-                                    "bitrate": fmt.bitrate((s.bitrate_kbps or 0) * 1000),
+                                    "bitrate": "–" if s.bitrate_kbps is None else fmt.bitrate(s.bitrate_kbps * 1000),
                                     "uptime": fmt.duration(now - s.started_at)} for s in found[:8]]),
                      hide_index=True)
     else:

@@ -205,3 +205,12 @@ def test_a_snooze_before_the_agent_first_runs_is_kept() -> None:
     state = snooze(Countdown(), now, 1800)
     decision = decide(Policy(idle_seconds=0, warn_seconds=0, min_uptime_seconds=0), state, now, BOOT, IDLE)
     assert decision.kind == "held" and decision.state.snoozed_until == now + timedelta(seconds=1800)
+
+
+def test_a_stop_on_another_day_is_announced_with_its_date() -> None:
+    clock = Clock(Policy(idle_seconds=86_400, warn_seconds=86_400, min_uptime_seconds=0, poll_seconds=30))
+    warning = clock.until("warning")
+    assert warning.stop_at is not None and warning.stop_at.date() != warning.at.date()
+    assert f"stopping at {warning.stop_at:%Y-%m-%d %H:%M:%S} UTC (in 24.0 h)" in " ".join(warning.reasons)
+    today = Clock().until("warning")
+    assert f"stopping at {today.stop_at:%H:%M:%S} UTC (in" in " ".join(today.reasons)

@@ -155,8 +155,11 @@ def _secs(seconds: float) -> str:
     return _span(timedelta(seconds=seconds))
 
 
-def _clock(at: datetime) -> str:
-    return at.strftime("%H:%M:%S UTC") if at.utcoffset() == timedelta(0) else at.isoformat(timespec="seconds")
+def _clock(at: datetime, now: datetime) -> str:
+    """A time of day, with its date when that is not today's (a stop tomorrow must not read as one past)."""
+    if at.utcoffset() != timedelta(0):
+        return at.isoformat(timespec="seconds")
+    return at.strftime("%H:%M:%S UTC" if at.date() == now.date() else "%Y-%m-%d %H:%M:%S UTC")
 
 
 def _cancel_warning(state: Countdown, events: list[str]) -> None:
@@ -216,7 +219,7 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
         held.append(f"minimum uptime: up {_span(uptime)}, stays up at least {_secs(policy.min_uptime_seconds)}")
     if s.snoozed_until is not None and s.snoozed_until > now:
         due = max(due, s.snoozed_until)
-        held.append(f"snoozed until {_clock(s.snoozed_until)}")
+        held.append(f"snoozed until {_clock(s.snoozed_until, now)}")
     window = next((w for w in policy.windows if w.contains(now)), None)
     if window is not None:
         _cancel_warning(s, events)
@@ -227,7 +230,7 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
     if s.warned_at is None:
         if now < due - warn:
             reasons.extend(held)
-            reasons.append(f"warning at {_clock(due - warn)}, stop at {_clock(due)} if still idle")
+            reasons.append(f"warning at {_clock(due - warn, now)}, stop at {_clock(due, now)} if still idle")
             return done("held" if due > idle_due and idle_due - warn <= now else "idle")
         s.warned_at, s.stop_at = now, max(due, now + warn)
         events.append("warning_issued")
@@ -243,7 +246,7 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
         reasons.append("stop due now")
         return done("stop")
     left = _span(s.stop_at - now)
-    reasons.append(f"stopping at {_clock(s.stop_at)} (in {left}) unless activity resumes, snooze or skip")
+    reasons.append(f"stopping at {_clock(s.stop_at, now)} (in {left}) unless activity resumes, snooze or skip")
     return done("warning")
 
 
