@@ -1,4 +1,4 @@
-"""GPU-minutes per GPU, host and UTC hour (`gpu_minutes_1h`, migration 0252): the precomputed part of spend.
+"""GPU-minutes per GPU, host and UTC hour (`gpu_minutes_1h`, migrations 0252-0253): spend's precomputed part.
 
 Spend counts, per GPU, the 1-minute rollup buckets that have samples and those whose average `gpu_util` is below the
 idle threshold (`backend/costs/spend.py`). Counting a month of minutes at every page view made the Overview slow, so
@@ -15,9 +15,8 @@ minute from `gpu_metrics_1m`, so the table can lag or be empty and the answer st
 - on the postgres profile an hour with pending rollup buckets waits, so it is counted from materialized rollups;
 - retention removes an hour's rows in the transaction that removes its minutes (postgres, `partitions.maintain`);
   on timescaledb the trusted view leaves out hours the aggregate's retention policy may have dropped.
-The rollup worker runs `refresh` after each pass and `stream-platform pipeline rollup` runs one by hand, on either
-profile (the sink starts its worker on the postgres profile only: on timescaledb, until it does, hours are counted
-when `pipeline rollup` runs, and spend reads the rollups meanwhile).
+The sink's rollup worker runs `refresh` after each pass and `stream-platform pipeline rollup` runs one by hand, on
+either profile.
 """
 
 from __future__ import annotations

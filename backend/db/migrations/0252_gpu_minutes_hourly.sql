@@ -4,7 +4,8 @@
 -- threshold the hour was computed with). An hour's rows are trusted only while nothing was written into it since:
 -- every write lists its hours in gpu_minutes_1h_dirty (insert only, in the writer's transaction), and the refresher
 -- removes exactly the marks it saw before it recomputed the hour. Readers take trusted hours from here and every
--- other minute from gpu_metrics_1m, so the answer is always the one the 1-minute rollups give.
+-- other minute from gpu_metrics_1m, so the answer is always the one the 1-minute rollups give. Which hours are
+-- trusted is the view gpu_minutes_1h_trusted (migration 0253: it differs by profile).
 CREATE TABLE gpu_minutes_1h (
     hour         timestamptz NOT NULL,
     gpu_uuid     text NOT NULL,
@@ -28,14 +29,3 @@ CREATE TABLE gpu_minutes_1h_dirty (
     logged_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX gpu_minutes_1h_dirty_hour ON gpu_minutes_1h_dirty (hour);
-
--- What readers may use: computed hours with no write since, and none that the 1-minute aggregate's retention
--- policy may have dropped already (a chunk goes once its end is `drop_after` old; the policy runs on its own).
-CREATE VIEW gpu_minutes_1h_trusted AS
-SELECT d.hour, d.idle_threshold
-FROM gpu_minutes_1h_done d
-CROSS JOIN (SELECT max(now() - (j.config->>'drop_after')::interval) AS kept_from
-            FROM timescaledb_information.jobs j
-            WHERE j.proc_name = 'policy_retention' AND j.hypertable_name = 'gpu_metrics_1m') r
-WHERE NOT EXISTS (SELECT 1 FROM gpu_minutes_1h_dirty x WHERE x.hour = d.hour)
-  AND (r.kept_from IS NULL OR d.hour >= r.kept_from);
