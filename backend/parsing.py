@@ -1,4 +1,4 @@
-"""The small grammars every area's CLI, API and forms share: durations and `key=value` labels.
+"""The small grammars every area's CLI, API and forms share: durations (read and said) and `key=value` labels.
 
 One grammar each, so `7d` means the same to a stream key's expiry, a secret's TTL and a CLI's `--since`. What a
 label may contain is each area's own rule (`streams.keys.check_labels`, `secrets.models.check_labels`): parsing
@@ -47,3 +47,13 @@ def parse_labels(pairs: Iterable[str], *, what: str = "label") -> dict[str, str]
             raise InvalidInput(f"invalid {what} {pair!r}: use key=value")
         labels[key.strip()] = value.strip()
     return labels
+
+
+def span_text(delta: timedelta) -> str:
+    """A duration the way an operator says it in a reason or a status line: `42 s`, `5 min`, `1.5 h`."""
+    seconds = int(max(delta.total_seconds(), 0))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"

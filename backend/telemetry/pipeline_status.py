@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,6 +27,7 @@ from backend.db.connection import query_connection
 from backend.errors import Unavailable
 from backend.identity import Principal, Role, require_role
 from backend.messaging.kafka import client_config
+from backend.parsing import span_text
 from backend.telemetry.sink import dlq
 from backend.telemetry.sink.status_report import STALE_AFTER_INTERVALS
 
@@ -217,8 +218,8 @@ def _lag_unknown_because(instances: list[SinkInstance], running: list[SinkInstan
     if not running:
         newest = instances[0]
         if newest.stopped_at is not None:
-            return f"the sink stopped {_seconds(newest.age_s)} ago"
-        return f"the sink last reported {_seconds(newest.age_s)} ago"
+            return f"the sink stopped {span_text(timedelta(seconds=newest.age_s))} ago"
+        return f"the sink last reported {span_text(timedelta(seconds=newest.age_s))} ago"
     for topic in (settings.telemetry_topic, settings.token_usage_topic):
         if topic not in counts:
             return f"no running sink knows how many partitions {topic} has"
@@ -229,15 +230,6 @@ def _lag_unknown_because(instances: list[SinkInstance], running: list[SinkInstan
     if unfetched:
         return f"no fetch answered yet for {', '.join(unfetched)}"
     return None
-
-
-def _seconds(age_s: float) -> str:
-    """`42 s`, `5 min`, `3 h`: how long ago, in the unit an operator would say."""
-    if age_s < 120:
-        return f"{age_s:.0f} s"
-    if age_s < 7200:
-        return f"{age_s / 60:.0f} min"
-    return f"{age_s / 3600:.0f} h"
 
 
 def _probe(settings: Settings) -> Consumer:

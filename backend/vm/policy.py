@@ -22,6 +22,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from backend.errors import InvalidInput
+from backend.parsing import span_text
 from backend.vm.signals.base import Reading
 
 Kind = Literal["active", "idle", "held", "warning", "stop"]
@@ -142,17 +143,8 @@ class Decision:
         return self.state.idle_since
 
 
-def _span(delta: timedelta) -> str:
-    seconds = int(max(delta.total_seconds(), 0))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _secs(seconds: float) -> str:
-    return _span(timedelta(seconds=seconds))
+    return span_text(timedelta(seconds=seconds))
 
 
 def _clock(at: datetime, now: datetime) -> str:
@@ -181,7 +173,7 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
     elif s.last_evaluated_at is not None and not timedelta(0) <= now - s.last_evaluated_at <= policy.tolerance:
         if s.idle_since is not None:
             events.append("idle_clock_restarted")
-            reasons.append(f"not watched for {_span(now - s.last_evaluated_at)}: idle clock restarted to be safe")
+            reasons.append(f"not watched for {span_text(now - s.last_evaluated_at)}: idle clock restarted to be safe")
         s.idle_since = None
         _cancel_warning(s, events)
     s.last_evaluated_at = now
@@ -207,16 +199,16 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
         if s.last_stop_at is not None:
             aged_due = max(aged_due, s.last_stop_at + timedelta(seconds=policy.idle_seconds))
         due = min(due, aged_due)
-        reasons.append(f"maximum age reached: up {_span(uptime)} (limit {_secs(policy.max_age_seconds)})")
+        reasons.append(f"maximum age reached: up {span_text(uptime)} (limit {_secs(policy.max_age_seconds)})")
         reasons.extend(f"{r.signal} {r.state} (overridden by maximum age): {r.evidence}" for r in blocking)
     else:
-        idle_for = _span(now - s.idle_since)
+        idle_for = span_text(now - s.idle_since)
         reasons.append(f"all signals idle or n/a for {idle_for} (threshold {_secs(policy.idle_seconds)})")
     idle_due, held = due, []
     earliest = boot_time + timedelta(seconds=policy.min_uptime_seconds)
     if earliest > due:
         due = earliest
-        held.append(f"minimum uptime: up {_span(uptime)}, stays up at least {_secs(policy.min_uptime_seconds)}")
+        held.append(f"minimum uptime: up {span_text(uptime)}, stays up at least {_secs(policy.min_uptime_seconds)}")
     if s.snoozed_until is not None and s.snoozed_until > now:
         due = max(due, s.snoozed_until)
         held.append(f"snoozed until {_clock(s.snoozed_until, now)}")
@@ -245,7 +237,7 @@ def decide(policy: Policy, state: Countdown, now: datetime, boot_time: datetime,
     if now >= s.stop_at:
         reasons.append("stop due now")
         return done("stop")
-    left = _span(s.stop_at - now)
+    left = span_text(s.stop_at - now)
     reasons.append(f"stopping at {_clock(s.stop_at, now)} (in {left}) unless activity resumes, snooze or skip")
     return done("warning")
 

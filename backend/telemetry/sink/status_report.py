@@ -144,7 +144,6 @@ class StatusReporter:
         self._failing = False
         self._conn: psycopg.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="sink-status", daemon=True)
-        self.written = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -200,4 +199,3 @@ class StatusReporter:
         if self._failing:
             log.info("sink status reports are written again")
         self._failing = False
-        self.written += 1
