@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from backend.telemetry import messages
+from backend.telemetry.fields import COLUMNS
 from backend.telemetry.messages import GPU_METRICS, TOKEN_USAGE, GpuSample, TokenUsage, encode, schema_file
 from backend.telemetry.sink import validate
 from backend.telemetry.sink.validate import Rejected, TimeWindow, decode_gpu_sample
@@ -36,8 +37,10 @@ def test_constraints_cost_nothing_on_encode_and_are_checked_on_decode():
     with pytest.raises(Rejected, match="schema"):
         decode_gpu_sample(wire, WINDOW)
     good = msgspec.structs.replace(sample, labels={"team": "ml"})
-    decoded, _, _ = decode_gpu_sample(encode(good), WINDOW)
-    assert decoded == good
+    decoded, values, extra = decode_gpu_sample(encode(good), WINDOW)
+    identity = ("ts", "host", "gpu_index", "gpu_uuid", "model", "driver", "source", "labels")
+    assert [getattr(decoded, name) for name in identity] == [getattr(good, name) for name in identity]
+    assert values == tuple(good.metrics.get(column) for column in COLUMNS) and extra == {}
 
 
 def test_the_schema_tag_is_written_always_and_optional_on_input():

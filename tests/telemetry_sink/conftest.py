@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from backend.identity import SYSTEM
 from backend.messaging.kafka import ensure_topics, make_producer
 from backend.telemetry import pipeline_status
 from backend.telemetry.fields import FIELDS
+from backend.telemetry.sink.validate import MAX_MESSAGE_BYTES
 
 
 def base_time() -> datetime:
@@ -41,6 +43,35 @@ def sample(ts: datetime, gpu: int = 0, host: str = "host-a", **metrics: float) -
         "gpu_index": gpu % 8, "gpu_uuid": uuid_for(gpu), "model": "NVIDIA H100 80GB HBM3", "driver": "550.54.15",
         "source": "simulator", "labels": {"zone": "test-a"}, "metrics": values,
     }
+
+
+def poison_messages(t0: datetime) -> list[tuple[bytes, str]]:
+    """One gpu.metrics.v1 message per way of breaking the contract: (message bytes, expected dead-letter reason)."""
+    good = sample(t0)
+
+    def variant(**changes: object) -> bytes:
+        return orjson.dumps({**good, **changes})
+
+    missing_host = {k: v for k, v in good.items() if k != "host"}
+    return [
+        (b"this is not json", "invalid_json"),
+        (b'{"ts": "2026-01-01T00:00:00Z", "host": ', "invalid_json"),
+        (variant(gpu_index="three"), "schema"),
+        (orjson.dumps(missing_host), "schema"),
+        (variant(metrics={"gpu_temp": True}), "schema"),
+        (variant(unexpected="field"), "schema"),
+        (json.dumps({**good, "metrics": {"gpu_temp": float("nan")}}).encode(), "invalid_json"),
+        (json.dumps({**good, "metrics": {"power_usage": float("inf")}}).encode(), "invalid_json"),
+        (variant(metrics={"gpu_temp": 1e999}), "schema"),
+        (variant(metrics={"ecc_dbe_vol_total": -1}), "negative_counter"),
+        (variant(metrics={"gpu_temp": 900.0}), "out_of_range"),
+        (variant(metrics={"Bad-Name": 1.0}), "schema"),
+        (variant(ts=(datetime.now(UTC) + timedelta(hours=2)).isoformat()), "ts_future"),
+        (variant(ts="2001-01-01T00:00:00Z"), "ts_too_old"),
+        (variant(ts="2026-11-25T08:00:00"), "schema"),  # no offset: ambiguous
+        (variant(labels={"blob": "x" * (MAX_MESSAGE_BYTES + 10)}), "oversized"),
+        (variant(host="nul\u0000host", gpu_uuid="GPU-deadbeef-nul"), "db_rejected"),  # only PostgreSQL knows
+    ]
 
 
 def token_usage(ts: datetime, gpu: int = 0, model: str = "llama-3-8b", requests: int = 10) -> dict:

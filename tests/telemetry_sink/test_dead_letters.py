@@ -5,11 +5,9 @@ the broker has not acknowledged."""
 from __future__ import annotations
 
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-import orjson
 import pytest
 from confluent_kafka import Message
 
@@ -19,11 +17,11 @@ from backend.identity import SYSTEM
 from backend.telemetry import pipeline_status
 from backend.telemetry.sink import consumer, dlq
 from backend.telemetry.sink.consumer import Sink
-from backend.telemetry.sink.validate import MAX_MESSAGE_BYTES
 from tests.telemetry_sink.conftest import (
     base_time,
     committed_offsets,
     count_rows,
+    poison_messages,
     produce,
     read_topic,
     sample,
@@ -32,38 +30,9 @@ from tests.telemetry_sink.conftest import (
 )
 
 
-def _poison(t0: datetime) -> list[tuple[bytes, str]]:
-    """(message bytes, expected reason)."""
-    good = sample(t0)
-
-    def variant(**changes: object) -> bytes:
-        return orjson.dumps({**good, **changes})
-
-    missing_host = {k: v for k, v in good.items() if k != "host"}
-    return [
-        (b"this is not json", "invalid_json"),
-        (b'{"ts": "2026-01-01T00:00:00Z", "host": ', "invalid_json"),
-        (variant(gpu_index="three"), "schema"),
-        (orjson.dumps(missing_host), "schema"),
-        (variant(metrics={"gpu_temp": True}), "schema"),
-        (variant(unexpected="field"), "schema"),
-        (json.dumps({**good, "metrics": {"gpu_temp": float("nan")}}).encode(), "invalid_json"),
-        (json.dumps({**good, "metrics": {"power_usage": float("inf")}}).encode(), "invalid_json"),
-        (variant(metrics={"gpu_temp": 1e999}), "schema"),
-        (variant(metrics={"ecc_dbe_vol_total": -1}), "negative_counter"),
-        (variant(metrics={"gpu_temp": 900.0}), "out_of_range"),
-        (variant(metrics={"Bad-Name": 1.0}), "schema"),
-        (variant(ts=(datetime.now(UTC) + timedelta(hours=2)).isoformat()), "ts_future"),
-        (variant(ts="2001-01-01T00:00:00Z"), "ts_too_old"),
-        (variant(ts="2026-11-25T08:00:00"), "schema"),  # no offset: ambiguous
-        (variant(labels={"blob": "x" * (MAX_MESSAGE_BYTES + 10)}), "oversized"),
-        (variant(host="nul\u0000host", gpu_uuid="GPU-deadbeef-nul"), "db_rejected"),  # only PostgreSQL knows
-    ]
-
-
 def test_poison_messages_dead_lettered_with_reasons(kafka_settings, db):
     t0 = base_time()
-    poison = _poison(t0)
+    poison = poison_messages(t0)
     interleaved: list[dict | bytes] = []
     for i, (value, _) in enumerate(poison):
         interleaved += [sample(t0 + timedelta(seconds=i), gpu=1), value]
