@@ -428,11 +428,12 @@ def bench_broker_latency(bootstrap: str, rate: int, seconds: float) -> dict[str,
             "p99_ms": p99, "max_ms": worst}
 
 
-def bench_latency(db_url: str, bootstrap: str, rate: int, seconds: float, *, rollups: bool = False
-                  ) -> dict[str, float]:
-    """A sink subprocess; a producer at `rate` samples/s stamps ts = now; latency = ingested_at - ts. With
-    `rollups`, the run starts 15 s before a minute ends and the 1-minute rollup of that minute is watched for:
-    `rollup_s` is from the minute's end to its state rows committed (`sink_rollup_delay_seconds` also reported)."""
+def bench_latency(db_url: str, bootstrap: str, rate: int, seconds: float, *, rollups: bool = False,
+                  tree: Path = ROOT) -> dict[str, float]:
+    """A sink subprocess (the sink of `tree`: A/B runs measure an earlier revision with this harness); a producer
+    at `rate` samples/s stamps ts = now; latency = ingested_at - ts. With `rollups`, the run starts 15 s before a
+    minute ends and the 1-minute rollup of that minute is watched for: `rollup_s` is from the minute's end to its
+    state rows committed (`sink_rollup_delay_seconds` also reported)."""
     topic = f"bench.latency.{uuid.uuid4().hex[:6]}"
     settings = settings_for(db_url, bootstrap, topic, f"{topic}.sink")
     ensure_topics([topic, settings.token_usage_topic, settings.dlq_topic], settings)
@@ -443,7 +444,7 @@ def bench_latency(db_url: str, bootstrap: str, rate: int, seconds: float, *, rol
     env = dict(os.environ, DATABASE_URL=db_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, TELEMETRY_TOPIC=topic,
                TOKEN_USAGE_TOPIC=settings.token_usage_topic, DLQ_TOPIC=settings.dlq_topic,
                KAFKA_GROUP_ID=settings.kafka_group_id, SECRETS_ENV_FILE="/nonexistent", SINK_METRICS_PORT=str(port))
-    sink = subprocess.Popen([sys.executable, "-m", "backend.telemetry.sink_cli"], env=env, cwd=ROOT,
+    sink = subprocess.Popen([sys.executable, "-m", "backend.telemetry.sink_cli"], env=env, cwd=tree,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(sink.stdout), daemon=True).start()
