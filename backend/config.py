@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # -- sink -----------------------------------------------------------------------------------------
     sink_batch_size: int = Field(default=20000, ge=1)
     sink_batch_max_latency_ms: int = Field(default=50, ge=1)
+    sink_writers: int = Field(
+        default=2, ge=1, le=8, description="batches a sink stores at once, each on a connection of its own "
+        "(offsets are still committed in order)"
+    )
     sink_metrics_port: int | None = None
     sink_dlq_max_message_bytes: int | None = Field(
         default=None, gt=0, description="largest dead letter (whole record); unset: the producer's message.max.bytes"

@@ -10,7 +10,15 @@ import pytest
 from backend.embedded.ports import free_port
 from backend.telemetry.fields import FIELDS
 from backend.telemetry.sink.consumer import Sink
-from tests.telemetry_sink.conftest import base_time, count_rows, produce, sample, token_usage, uuid_for
+from tests.telemetry_sink.conftest import (
+    assert_rollups_exact,
+    base_time,
+    count_rows,
+    produce,
+    sample,
+    token_usage,
+    uuid_for,
+)
 
 
 def _fleet(t0):  # type: ignore[no-untyped-def]
@@ -98,3 +106,22 @@ def test_replay_never_double_counts(kafka_settings, db, monkeypatch):
         "USING (gpu_uuid, bucket) WHERE r.samples = raw.c AND abs(r.gpu_temp_avg - raw.a) < 1e-9 "
         "AND r.ecc_sbe_vol_total_max = raw.e").fetchone()["n"]
     assert exact == db.execute("SELECT count(*) AS n FROM gpu_metrics_1m").fetchone()["n"] == 6
+
+
+def test_two_writes_in_flight_holding_the_same_rows_store_them_once(kafka_settings, db, monkeypatch):
+    """Batches of 60 from one partition, each followed by a batch of the same samples: with two writers the copy
+    is stored while its original's transaction may still be open. Every sample is stored once, every copy is
+    counted as a duplicate, and the rollups equal a recomputation from raw rows."""
+    t0 = base_time()
+    samples = [sample(t0 + timedelta(seconds=i), gpu=3, gpu_temp=30 + i % 50) for i in range(240)]
+    doubled = [s for start in range(0, 240, 60) for s in samples[start:start + 60] * 2]
+    produce(kafka_settings, kafka_settings.telemetry_topic, doubled)
+    for name, value in (("sink_batch_size", 60), ("sink_batch_max_latency_ms", 2000), ("sink_writers", 2)):
+        monkeypatch.setattr(kafka_settings, name, value)
+
+    summary = Sink(kafka_settings, until_idle=1.5).run()
+
+    assert (summary.metrics_written, summary.duplicates, summary.batches) == (240, 240, 8)
+    assert count_rows(db) == 240
+    assert db.execute("SELECT sum(samples) AS s FROM gpu_metrics_1m").fetchone()["s"] == 240
+    assert_rollups_exact(db)

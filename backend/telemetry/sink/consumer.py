@@ -1,12 +1,15 @@
-"""The sink loop: consume → validate → dead-letter rejects → store → commit offsets, one batch at a time.
+"""The sink loop: consume → validate → dead-letter rejects → store → commit offsets, batch by batch.
 
-Batches are pipelined: while a writer thread stores batch N, the loop consumes and validates batch N+1 (the
-database waits release the GIL, so the second core does the decoding). Batch N+1 is handed to the writer only
-after batch N is finished, so at most one write is in flight and offsets are committed in order, each only after
-its database commit and after the broker has acknowledged its dead letters: a crash at any point replays
-(harmlessly, thanks to ON CONFLICT DO NOTHING) instead of losing data. A database or dead-letter outage is
-waited out with back-off while the consumer stays in its group with paused partitions; a batch the database
-refuses for its content is split so that only the offending messages go to the dead-letter topic. A rollup worker
+Batches are pipelined: while writer threads store batches N and N+1, each in its own transaction on its own
+connection (`SINK_WRITERS`, default 2: one PostgreSQL backend per write, so the database uses more than one
+core), the loop consumes and validates the next batch (the database waits release the GIL). Batches are finished
+oldest first, so offsets are committed in order, each only after its database commit (and those of the batches
+before it) and after the broker has acknowledged its dead letters: a crash at any point replays (harmlessly,
+thanks to ON CONFLICT DO NOTHING) instead of losing data. Two writes in flight meet on the same rows only when
+the topic holds a sample twice; the later one then waits for the earlier and inserts nothing twice. A database or
+dead-letter outage is waited out with back-off while the consumer stays in its group with paused partitions; a
+batch the database refuses for its content is split so that only the offending messages go to the dead-letter
+topic. A rollup worker
 thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the writer keeps (postgres
 profile) and keeps the precomputed GPU-minutes current (both profiles), on its own connection, outside the
 batches' transactions. Every SINK_STATUS_INTERVAL_S the loop hands a snapshot of its partitions, offsets, lag and
@@ -20,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,7 +53,7 @@ _TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure, psy
 _CONTENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)  # this data, not the database
 MAX_BACKOFF_S = 5.0
 STOP_GRACE_S = 15.0
-INFLIGHT_POLL_S = 0.005  # how often the loop looks whether the writer thread is done while messages are scarce
+INFLIGHT_POLL_S = 0.005  # how often the loop looks whether the oldest write is done while messages are scarce
 COMMITTED_TIMEOUT_S = 5.0  # the group's offsets, asked once per assignment for the status report
 T = TypeVar("T")
 
@@ -78,12 +82,14 @@ class SinkSummary:
 
 @dataclass
 class _InFlight:
-    """A batch handed to the writer thread, with what finishing it needs."""
+    """A batch handed to a writer thread, with what finishing it needs: the writer (its connection) stays this
+    batch's until it is finished, so retries and isolation run on it."""
 
     messages: list[Message]
     batch: Batch
     window: TimeWindow
     started: float
+    writer: PostgresWriter
     write: Future[WriteResult]
 
 
@@ -100,10 +106,10 @@ class Sink:
         self.until_idle = until_idle
         self.metrics = metrics or SinkMetrics()
         self.summary = SinkSummary()
-        self._writer = PostgresWriter(self.settings, use_copy=use_copy)
-        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self._writers = [PostgresWriter(self.settings, use_copy=use_copy) for _ in range(self.settings.sink_writers)]
+        self._write_threads = ThreadPoolExecutor(max_workers=len(self._writers), thread_name_prefix="sink-writer")
         self._rollups: RollupWorker | None = None
-        self._inflight: _InFlight | None = None
+        self._inflight: deque[_InFlight] = deque()  # oldest first
         self._stop = threading.Event()
         self._pending: list[Message] = []
         self._consumer: Consumer | None = None
@@ -138,7 +144,8 @@ class Sink:
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("sink consuming %s as group %s", ", ".join(topics), s.kafka_group_id)
         today = datetime.now(UTC).date()
-        self._write_thread.submit(self._writer.warm_up, {today, today + timedelta(days=1)})  # during the group join
+        for writer in self._writers:  # during the group join
+            self._write_threads.submit(writer.warm_up, {today, today + timedelta(days=1)})
         self._status.start()
         # the first report once the writer has connected (a one-connection test server must not see ours first)
         self._next_report = time.monotonic() + s.sink_status_interval_s
@@ -146,14 +153,15 @@ class Sink:
         try:
             self._loop()
             self._flush()
-            self._finish()
+            self._finish_all()
             final = self._snapshot(time.monotonic(), stopped=True)
         finally:
-            self._write_thread.shutdown(wait=True)  # never close the connection under a running write
+            self._write_threads.shutdown(wait=True)  # never close a connection under a running write
             if self._rollups is not None:
                 self._rollups.stop()
             self._consumer.close()
-            self._writer.close()
+            for writer in self._writers:
+                writer.close()
             self._status.close(final)
         log.info("sink stopped: %s", self.summary)
         return self.summary
@@ -167,11 +175,12 @@ class Sink:
         size, latency = self.settings.sink_batch_size, self.settings.sink_batch_max_latency_ms / 1000
         batch_started = time.monotonic()
         while not self._stop.is_set():
-            if self._rollups is None and self._writer.profile is not None:  # known once the writer connected
-                self._rollups = RollupWorker(self.settings, self.metrics, self._writer.profile)
+            profile = self._writers[0].profile  # known once the writer connected
+            if self._rollups is None and profile is not None:
+                self._rollups = RollupWorker(self.settings, self.metrics, profile)
                 self._rollups.start()
             wait = max(0.0, batch_started + latency - time.monotonic()) if self._pending else 0.2
-            if self._inflight is not None:
+            if self._inflight:
                 wait = min(wait, INFLIGHT_POLL_S)
             wait = min(wait, max(0.0, self._next_report - time.monotonic()))
             messages = self._consumer.consume(num_messages=max(1, size - len(self._pending)), timeout=wait)
@@ -188,7 +197,7 @@ class Sink:
                 self.summary.first_message_at = self.summary.first_message_at or now
                 if self._active_since is not None:
                     self._active_since = now
-            if self._inflight is not None and self._inflight.write.done():
+            while self._inflight and self._inflight[0].write.done():
                 self._finish()
             if self._pending and (len(self._pending) >= size or now >= batch_started + latency):
                 self._flush()
@@ -197,7 +206,7 @@ class Sink:
 
     def _idle(self, now: float) -> bool:
         """`until_idle` seconds with partitions assigned and no new message (joining a group takes a while)."""
-        return (self.until_idle is not None and not self._pending and self._inflight is None
+        return (self.until_idle is not None and not self._pending and not self._inflight
                 and self._active_since is not None
                 and now - self._active_since >= self.until_idle)
 
@@ -227,11 +236,11 @@ class Sink:
         self._active_since = None
         if not self._flushing:
             self._flush()
-            self._finish()
+            self._finish_all()
 
     def _flush(self) -> None:
-        """Validate the pending messages, dead-letter the rejects, finish the batch in flight, then hand this one
-        to the writer thread."""
+        """Validate the pending messages, dead-letter the rejects, finish the oldest batch in flight if every
+        writer is busy, then hand this one to a free writer."""
         if not self._pending:
             return
         started = time.monotonic()
@@ -245,18 +254,25 @@ class Sink:
             batch = build_batch(messages, self.settings.telemetry_topic, window)
             for message, rejected in batch.rejected:
                 self._dead_letter(message, rejected)
-            self._finish()
-            write = self._write_thread.submit(self._writer.write, batch)
-            self._inflight = _InFlight(messages, batch, window, started, write)
+            if len(self._inflight) == len(self._writers):
+                self._finish()
+            busy = [inflight.writer for inflight in self._inflight]
+            writer = next(w for w in self._writers if w not in busy)
+            write = self._write_threads.submit(writer.write, batch)
+            self._inflight.append(_InFlight(messages, batch, window, started, writer, write))
         finally:
             self._flushing = False
 
+    def _finish_all(self) -> None:
+        while self._inflight:
+            self._finish()
+
     def _finish(self) -> None:
-        """Wait for the batch in flight to be stored (retrying or isolating here if the writer thread failed),
-        then acknowledge its dead letters and commit its offsets."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
+        """Wait for the oldest batch in flight to be stored (retrying or isolating here if its writer thread
+        failed), then acknowledge its dead letters and commit its offsets."""
+        if not self._inflight:
             return
+        inflight = self._inflight.popleft()
         self._flushing = True
         try:
             self._store(inflight)
@@ -274,31 +290,32 @@ class Sink:
         """The writer thread's result, with retries on transient errors; a batch refused for its content is split
         message by message."""
         try:
-            self._count(self._write_with_retry(inflight.batch, inflight.write))
+            self._count(self._write_with_retry(inflight.writer, inflight.batch, inflight.write))
         except _CONTENT_ERRORS as exc:
             log.warning("batch refused by the database (%s): isolating the offending messages", exc.sqlstate)
-            self._isolate(inflight.messages, inflight.batch, inflight.window)
+            self._isolate(inflight.writer, inflight.messages, inflight.batch, inflight.window)
 
-    def _isolate(self, messages: list[Message], batch: Batch, window: TimeWindow) -> None:
+    def _isolate(self, writer: PostgresWriter, messages: list[Message], batch: Batch, window: TimeWindow) -> None:
         rejected_ids = {id(m) for m, _ in batch.rejected}
         for message in messages:
             if id(message) in rejected_ids:
                 continue
             single = build_batch([message], self.settings.telemetry_topic, window)
             try:
-                self._count(self._write_with_retry(single))
+                self._count(self._write_with_retry(writer, single))
             except _CONTENT_ERRORS as exc:
                 reason = Rejected("db_rejected", f"{exc.sqlstate}: {str(exc).splitlines()[0][:300]}")
                 batch.rejected.append((message, reason))
                 self._dead_letter(message, reason)
 
-    def _write_with_retry(self, batch: Batch, first_attempt: Future[WriteResult] | None = None) -> WriteResult:
-        """Store the batch, retrying transient failures (database down, deadlock). `first_attempt`: the writer
-        thread's try, whose failure counts as the first one."""
+    def _write_with_retry(self, writer: PostgresWriter, batch: Batch,
+                          first_attempt: Future[WriteResult] | None = None) -> WriteResult:
+        """Store the batch with `writer`, retrying transient failures (database down, deadlock). `first_attempt`:
+        the writer thread's try, whose failure counts as the first one."""
         attempts = [first_attempt.result] if first_attempt is not None else []
 
         def attempt() -> WriteResult:
-            return attempts.pop()() if attempts else self._writer.write(batch)
+            return attempts.pop()() if attempts else writer.write(batch)
 
         return self._retry(attempt, _TRANSIENT, self.metrics.db_retries, "database write failed", 0.1,
                            "an unwritten batch: the database stayed unreachable")
