@@ -111,6 +111,7 @@ def decode_gpu_sample(value: bytes | None, window: TimeWindow) -> tuple[GpuSampl
 
 
 def _decode_general(value: bytes | None, window: TimeWindow) -> tuple[GpuSample, tuple, dict]:
+    """Any valid message, its metrics without a column kept; for an invalid one, the exact reason."""
     sample: GpuSample = _decode(_gpu_decoder, value)
     window.check(sample.ts)
     metrics = sample.metrics
