@@ -9,12 +9,11 @@ thanks to ON CONFLICT DO NOTHING) instead of losing data. Two writes in flight m
 the topic holds a sample twice; the later one then waits for the earlier and inserts nothing twice. A database or
 dead-letter outage is waited out with back-off while the consumer stays in its group with paused partitions; a
 batch the database refuses for its content is split so that only the offending messages go to the dead-letter
-topic. A rollup worker
-thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the writer keeps (postgres
-profile) and keeps the precomputed GPU-minutes current (both profiles), on its own connection, outside the
-batches' transactions. Every SINK_STATUS_INTERVAL_S the loop hands a snapshot of its partitions, offsets, lag and
-rates to the status reporter (`status_report.py`), which records it in the database on a thread of its own: the
-console reads it there instead of asking the broker.
+topic. A rollup worker thread (`rollup_worker.py`) materializes the 1m/1h rollups from the invalidation log the
+writers keep (postgres profile) and keeps the precomputed GPU-minutes current (both profiles), on its own
+connection, outside the batches' transactions. Every SINK_STATUS_INTERVAL_S the loop hands a snapshot of its
+partitions, offsets, lag and rates to the status reporter (`status_report.py`), which records it in the database
+on a thread of its own: the console reads it there instead of asking the broker.
 """
 
 from __future__ import annotations
