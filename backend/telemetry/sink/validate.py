@@ -97,17 +97,15 @@ _AT = re.compile(r"at `\$\.([a-z0-9_]+)`")
 def decode_gpu_sample(value: bytes | None, window: TimeWindow) -> tuple[GpuSample, tuple, dict]:
     """Decode and check one gpu.metrics.v1 message; returns the sample, the catalog columns' values in
     `fields.COLUMNS` order (None where absent) and the metrics without a column (for `extra`)."""
-    if value is not None and len(value) <= MAX_MESSAGE_BYTES:
-        try:
-            sample = _catalog_decoder.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            pass  # the general way below says what is wrong, or keeps the metrics without a column
-        else:
-            values = msgspec.structs.astuple(sample.metrics)
-            if values.count(None) < len(values):  # the contract wants at least one metric
-                window.check(sample.ts)
-                return sample, values, {}
-    return _decode_general(value, window)
+    try:
+        sample = _decode(_catalog_decoder, value)
+    except Rejected:  # the general way says exactly what is wrong, or keeps the metrics without a column
+        return _decode_general(value, window)
+    values = msgspec.structs.astuple(sample.metrics)
+    if values.count(None) == len(values):  # no metric at all: the contract wants one, the general way says so
+        return _decode_general(value, window)
+    window.check(sample.ts)
+    return sample, values, {}
 
 
 def _decode_general(value: bytes | None, window: TimeWindow) -> tuple[GpuSample, tuple, dict]:
