@@ -48,7 +48,7 @@ def rollup(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
 
 @friendly_errors
 def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Create the next days' partitions and apply RETENTION_*_DAYS (run daily)."""
+    """Create the next days' partitions, vacuum the days just finished and apply RETENTION_*_DAYS (run daily)."""
     from backend.telemetry.sink.partitions import maintain as run_maintenance
 
     report = run_maintenance(get_settings())
@@ -56,7 +56,7 @@ def maintain(as_json: bool = typer.Option(False, "--json", help="print JSON")) -
         print_json(report)
         return
     console.print(f"profile {report.profile}: {len(report.partitions_created)} partitions created, "
-                  f"{len(report.partitions_dropped)} dropped")
+                  f"{len(report.partitions_dropped)} dropped, {len(report.partitions_vacuumed)} finished days vacuumed")
     for day, why in report.partitions_kept.items():
         console.print(f"  kept {day}: {why}")
     for table, rows in report.rows_deleted.items():

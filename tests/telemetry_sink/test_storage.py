@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from backend.telemetry.sink.partitions import ensure_partitions, existing_partitions, maintain
+from backend.telemetry.sink.partitions import ensure_partitions, existing_partitions, maintain, partition_name
 from backend.telemetry.sink.writer import PostgresWriter
 from tests.telemetry_sink.contract import RAW, columns_of, rollup_columns
 
@@ -58,6 +58,31 @@ def test_maintain_creates_ahead_and_applies_retention(settings, db):
                                    "gpu_metrics_1h_state": 1, "token_usage": 0}
     again = maintain(settings, today=today)
     assert again.partitions_created == again.partitions_dropped == [] and sum(again.rows_deleted.values()) == 0
+
+
+def test_days_are_not_vacuumed_while_written_and_maintain_freezes_each_finished_day_once(settings, db):
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=2), today - timedelta(days=1), today]
+    ensure_partitions(db, days)
+    options = {r["relname"]: r["reloptions"] for r in db.execute(
+        "SELECT c.relname, c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'gpu_metrics'::regclass")}
+    assert options == {partition_name(d): ["autovacuum_vacuum_insert_threshold=-1"] for d in days}
+    midnight = datetime.combine(today, datetime.min.time(), tzinfo=UTC)
+    db.execute("INSERT INTO gpu_metrics (time, gpu_uuid, host, gpu_index) SELECT %s - g * interval '1 second', "
+               "'GPU-a', 'h', 0 FROM generate_series(1, 5000) g", (midnight,))
+
+    first = maintain(settings, today=today)
+
+    assert first.partitions_vacuumed == days[:2]  # the finished days, not the one being written
+    state = {r["relname"]: r for r in db.execute(
+        "SELECT c.relname, age(c.relfrozenxid) AS age, s.last_vacuum FROM pg_class c JOIN pg_stat_user_tables s "
+        "ON s.relid = c.oid WHERE c.relname = ANY(%s)", ([partition_name(d) for d in days],))}
+    yesterday, current = state[partition_name(days[1])], state[partition_name(today)]
+    assert yesterday["last_vacuum"] is not None and current["last_vacuum"] is None
+    assert yesterday["age"] < current["age"]  # frozen past the transactions that created and filled the tables
+    assert maintain(settings, today=today).partitions_vacuumed == []  # once: they are done
+    assert maintain(settings, today=today + timedelta(days=1)).partitions_vacuumed == [today]
 
 
 def test_writer_warm_up_connects_and_creates_partitions_before_the_first_batch(settings, db):

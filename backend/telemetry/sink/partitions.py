@@ -4,6 +4,12 @@ The postgres profile partitions `gpu_metrics` by day (`gpu_metrics_pYYYYMMDD`, U
 partitions a batch needs before writing it; `stream-platform pipeline maintain` (run it daily, e.g. from cron or
 the demo) creates the next days ahead and applies the RETENTION_*_DAYS settings in both profiles. While archiving is
 on (ARCHIVE_URL), raw days go only when their verified archive still matches them (telemetry/archive.py).
+
+A day's partition is only appended to, so autovacuum's insert-triggered runs are switched off for it: on the day
+being written they scan and dirty every page the sinks just filled and write about the table's size again in WAL
+(full-page images), competing with the sinks' commits (docs/benchmarks.md). `maintain` vacuums each day once it is
+over (`VACUUM (FREEZE, ANALYZE)`: it is never written again, so its pages are frozen once and skipped by every later
+vacuum). Autoanalyze, and the vacuums that prevent transaction ID wraparound, still run as usual.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ log = logging.getLogger(__name__)
 _PARTITION = re.compile(r"gpu_metrics_p(\d{8})")
 _LOCK_KEY = 0x53494E4B  # advisory lock: one partition creator at a time
 AHEAD_DAYS = 3
+_NO_INSERT_VACUUM = "autovacuum_vacuum_insert_threshold = -1"
 
 
 def partition_name(day: date) -> str:
@@ -59,7 +66,8 @@ def ensure_partitions(conn: psycopg.Connection, days: Iterable[date]) -> list[da
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         for day in sorted(wanted - existing_partitions(conn)):
             conn.execute(
-                sql.SQL("CREATE TABLE {} PARTITION OF gpu_metrics FOR VALUES FROM ({}) TO ({})").format(
+                sql.SQL("CREATE TABLE {} PARTITION OF gpu_metrics FOR VALUES FROM ({}) TO ({}) "
+                        f"WITH ({_NO_INSERT_VACUUM})").format(
                     sql.Identifier(partition_name(day)), sql.Literal(_midnight(day)),
                     sql.Literal(_midnight(day + timedelta(days=1))))
             )
@@ -67,6 +75,26 @@ def ensure_partitions(conn: psycopg.Connection, days: Iterable[date]) -> list[da
     if created:
         log.info("created gpu_metrics partitions for %s", ", ".join(d.isoformat() for d in created))
     return created
+
+
+def vacuum_finished_days(conn: psycopg.Connection, today: date) -> list[date]:
+    """`VACUUM (FREEZE, ANALYZE)` the partitions of days before `today` not vacuumed since their day ended (after a
+    statistics reset they are vacuumed again, which costs little once frozen); returns their days. `conn` must be in
+    autocommit mode."""
+    rows = conn.execute(
+        "SELECT c.relname AS name, s.last_vacuum AS vacuumed FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+        "WHERE i.inhparent = 'gpu_metrics'::regclass").fetchall()
+    done: list[date] = []
+    for row in rows:
+        match = _PARTITION.fullmatch(row["name"])
+        if not match:
+            continue
+        day = datetime.strptime(match[1], "%Y%m%d").date()
+        if day < today and (row["vacuumed"] is None or row["vacuumed"] < _midnight(day + timedelta(days=1))):
+            conn.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(sql.Identifier(row["name"])))
+            done.append(day)
+    return sorted(done)
 
 
 DropGuard = Callable[[psycopg.Connection, date], bool]
@@ -104,6 +132,7 @@ class MaintenanceReport:
     profile: str
     partitions_created: list[date] = field(default_factory=list)
     partitions_dropped: list[date] = field(default_factory=list)
+    partitions_vacuumed: list[date] = field(default_factory=list)
     partitions_kept: dict[date, str] = field(default_factory=dict)  # expired, kept while not archived: why
     rows_deleted: dict[str, int] = field(default_factory=dict)
     policies: dict[str, int] = field(default_factory=dict)
@@ -149,6 +178,7 @@ def maintain(settings: Settings | None = None, today: date | None = None) -> Mai
         report.partitions_created = ensure_partitions(conn, (today + timedelta(days=i) for i in range(AHEAD_DAYS + 1)))
         report.partitions_dropped = drop_expired_partitions(conn, settings.retention_raw_days, today, guard)
         report.partitions_kept = guard.refused if guard is not None else {}
+        report.partitions_vacuumed = vacuum_finished_days(conn, today)
         with conn.transaction():
             for table, column, setting in _POSTGRES_RETENTION:
                 cutoff = _midnight(today - timedelta(days=getattr(settings, setting)))
