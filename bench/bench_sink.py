@@ -437,9 +437,10 @@ def bench_latency(db_url: str, bootstrap: str, rate: int, seconds: float, *, rol
     topic = f"bench.latency.{uuid.uuid4().hex[:6]}"
     settings = settings_for(db_url, bootstrap, topic, f"{topic}.sink")
     ensure_topics([topic, settings.token_usage_topic, settings.dlq_topic], settings)
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(db_url, autocommit=True) as conn:  # the sink of `tree` creates its partitions itself
         conn.execute("ALTER TABLE gpu_metrics ADD COLUMN ingested_at timestamptz DEFAULT clock_timestamp()")
-        ensure_partitions(conn, {datetime.now(UTC).date(), datetime.now(UTC).date() + timedelta(days=1)})
+        conn.execute("ALTER TABLE gpu_metrics_1m_state ADD COLUMN materialized_at timestamptz "
+                     "DEFAULT clock_timestamp()")
     port = _free_port()
     env = dict(os.environ, DATABASE_URL=db_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, TELEMETRY_TOPIC=topic,
                TOKEN_USAGE_TOPIC=settings.token_usage_topic, DLQ_TOPIC=settings.dlq_topic,
@@ -484,22 +485,18 @@ def _free_port() -> int:
 
 
 def _rollup_freshness(db_url: str, minute: datetime, port: int) -> dict[str, float]:
-    """Seconds from `minute`'s end until its 1-minute rollup is materialized (polled every 100 ms), and the sink's
-    own `sink_rollup_delay_seconds` (mean and count of what its worker materialized)."""
+    """Seconds from `minute`'s end until its 1-minute rollup was materialized (the state rows' insert time), and
+    the sink's own `sink_rollup_delay_seconds` (mean and count of what its worker materialized)."""
     end = minute + timedelta(minutes=1)
     deadline = time.monotonic() + 60
-    seen = None
     with psycopg.connect(db_url, autocommit=True) as conn:
-        while seen is None and time.monotonic() < deadline:
-            if conn.execute("SELECT EXISTS (SELECT 1 FROM gpu_metrics_1m_state WHERE bucket = %s)",
-                            (minute,)).fetchone()[0]:
-                seen = (datetime.now(UTC) - end).total_seconds()
-            else:
-                time.sleep(0.1)
+        while (done := conn.execute("SELECT min(materialized_at) FROM gpu_metrics_1m_state WHERE bucket = %s",
+                                    (minute,)).fetchone()[0]) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
     scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total, n = (float(re.search(rf"^sink_rollup_delay_seconds_{k} (\S+)$", scraped, re.M)[1]) for k in ("sum", "count"))
-    return {"rollup_s": seen if seen is not None else float("nan"), "rollup_metric_mean_s": total / n if n else 0.0,
-            "rollup_metric_count": n}
+    return {"rollup_s": (done - end).total_seconds() if done is not None else float("nan"),
+            "rollup_metric_mean_s": total / n if n else 0.0, "rollup_metric_count": n}
 
 
 # -- main ------------------------------------------------------------------------------------------------------

@@ -5,14 +5,16 @@ topic (simulator samples, 12 partitions, a fresh tansu broker) into a fresh copy
 and alternating, so that load on a shared machine hits both: the whole sink process (`python -m
 backend.telemetry.sink_cli --until-idle 1`, run in that tree) from spawn to exit, its busy rate (first message to
 last commit), spawn → first stored row and the group-join wait. A tree that keeps rollups off the hot path then
-has its pending buckets caught up (`materialize`) and the time counted; a tree from before that did them inside its
-batches. Each round also measures the same-run baselines: raw binary COPY of the same rows into `gpu_metrics` and
-(first round) quix-streams' PostgreSQLSink as a whole process. Then both trees' sinks are measured for produce →
-visible latency at a steady rate with this tree's harness (`bench_sink.bench_latency`), next to the broker alone;
-the end prints the issue's goal table for both.
+has its pending buckets caught up by its own worker (`materialize`, run in that tree) and the time counted; a tree
+from before that did them inside its batches. Each round also measures the same-run baselines: raw binary COPY of
+the same rows into `gpu_metrics` and (first round) quix-streams' PostgreSQLSink as a whole process. Then both
+trees' sinks are measured for produce → visible latency at a steady rate with this tree's harness
+(`bench_sink.bench_latency`; each sink creates its own partitions), next to the broker alone; `--across-a-minute`
+places every latency round so that a minute's rollup pass falls inside it.
+The end prints the issue's goal table for both.
 
     .venv/bin/python bench/bench_sink_ab.py --before <git revision> [--samples 100000] [--rounds 3]
-        [--latency-rounds 2] [--rate 20000] [--seconds 10] [--skip-quix]
+        [--latency-rounds 2] [--rate 20000] [--seconds 10] [--skip-quix] [--across-a-minute]
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -34,12 +35,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_sink  # noqa: E402
 
-from backend.config import Settings  # noqa: E402
-from backend.telemetry.sink.rollup_worker import materialize  # noqa: E402
-
 _MIGRATE = ("import sys; sys.path.insert(0, sys.argv[1]); from backend.config import Settings; "
             "from backend.db.migrate import migrate; "
             "migrate(Settings(database_url=sys.argv[2], db_profile='postgres'))")
+# a tree's own rollup worker catches up its pending buckets (its schema may differ); prints the seconds it took
+_MATERIALIZE = ("import sys, time; sys.path.insert(0, sys.argv[1]); from backend.config import Settings; "
+                "from backend.telemetry.sink.rollup_worker import materialize; started = time.perf_counter(); "
+                "materialize(Settings(database_url=sys.argv[2])); print(time.perf_counter() - started)")
 
 
 class Templates:
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument("--across-a-minute", action="store_true",
+                        help="start each latency run 15 s before a minute ends, so that its 1-minute rollup is "
+                             "computed during the run (use --seconds 30 or more)")
     args = parser.parse_args()
 
     old = tempfile.mkdtemp(prefix="sink-ab-")
@@ -121,9 +126,9 @@ def main() -> None:
                                              settings.database_url)
                 catch_up = 0.0
                 if has_rollup_worker(settings.database_url):
-                    started = time.perf_counter()
-                    materialize(Settings(database_url=settings.database_url))
-                    catch_up = time.perf_counter() - started
+                    catch_up = float(subprocess.run(
+                        [sys.executable, "-c", _MATERIALIZE, tree, settings.database_url], cwd=tree, check=True,
+                        capture_output=True, text=True).stdout.split()[-1])
                 walls[name].append(run.wall_s + catch_up)
                 busy[name].append(run.busy_rate())
                 first[name].append(run.first_row_s - run.join_s)
@@ -140,10 +145,12 @@ def main() -> None:
             print(f"latency     broker alone round {round_}: p99 {floors[-1]:.0f} ms", flush=True)
             for name, tree in trees.items():
                 r = bench_sink.bench_latency(templates.fresh(name), bootstrap, args.rate, args.seconds,
-                                             tree=Path(tree))
+                                             rollups=args.across_a_minute, tree=Path(tree))
                 p99s[name].append(float(r["p99_ms"]))
+                rollup = f", minute's rollup {r['rollup_s']:.1f} s after its end" if "rollup_s" in r else ""
                 print(f"latency     {name:<6} round {round_} at {args.rate:,}/s: p50 {r['p50_ms']:.0f} ms, "
-                      f"p99 {r['p99_ms']:.0f} ms ({r['stored']}/{r['samples']} stored)", flush=True)
+                      f"p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms{rollup} "
+                      f"({r['stored']}/{r['samples']} stored)", flush=True)
 
     med = statistics.median
     copy = med(copies)
