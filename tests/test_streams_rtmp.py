@@ -311,8 +311,9 @@ def test_callers_outside_the_allowed_networks_are_refused(conn, stack_database, 
     assert lockout.list_failures(conn, SYSTEM) == []
 
 
-def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
-    """An API whose database is unreachable answers 503 (never 2xx) and the publish is refused."""
+def test_database_down_refuses_publishes_and_keeps_live_publishers(stack_settings, tmp_path: Path, server):
+    """An API whose database is unreachable answers 503 (never 2xx) to a publish, which is refused; to a live
+    publisher's update it answers 200: doubt never kicks, and the warning says so."""
     broken = ApiProcess(env={"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1",
                              "STREAM_KEY_PEPPER": PEPPER, "STREAMS_CALLBACK_TOKEN": TOKEN},
                         log_path=tmp_path / "api.log")
@@ -320,8 +321,13 @@ def test_database_down_fails_closed(stack_settings, tmp_path: Path, server):
     try:
         form = {"app": "live", "name": "x", "addr": "127.0.0.1", "clientid": "1", "call": "publish", "key": "k"}
         assert _callback(broken, "on_publish", form, timeout=20).status_code == 503
+        update = {**form, "call": "update_publish", "time": "30", "timestamp": "30000"}
+        assert _callback(broken, "on_update", update, timeout=20).status_code == 200
     finally:
         broken.stop()
+    logged = (tmp_path / "api.log").read_text()
+    assert "rtmp /rtmp/on_update could not check the publisher" in logged and "kept until a check works" in logged
+    assert "rtmp /rtmp/on_publish failed closed" in logged
 
 
 def test_reconcile_and_live_commands(conn, stack_settings, stack_database, server, monkeypatch):

@@ -1,7 +1,9 @@
 """nginx-rtmp's HTTP callbacks: `POST /rtmp/on_publish`, `/rtmp/on_update`, `/rtmp/on_publish_done`, `/rtmp/on_play`.
 
 nginx reads only the status: 2xx allows, 3xx renames the stream to `Location`, anything else refuses (and drops a
-live publisher on `on_update`). Any internal error answers 503, so a fault refuses rather than lets anyone in.
+live publisher on `on_update`). Any internal error answers 503, so a fault refuses rather than lets anyone in —
+except on `on_update`, where a fault answers 200: doubt never kicks, so a publisher admitted earlier stays until a
+check that works refuses it (a revocation kicks at once through nginx's control API, `nginx.py`).
 Only nginx may call: the caller must be in `STREAMS_CALLBACK_ALLOWED_NETS` and the URL must carry the callback
 token (`?token=`, written into the config by `streams nginx-config`); otherwise 403 before anything is read or written.
 Bodies are parsed with the standard library rather than form dependencies: this is the hottest path we serve.
@@ -71,8 +73,8 @@ def _forbidden(request: Request, why: str) -> Response:
     return Response("forbidden\n", status_code=403, media_type="text/plain")
 
 
-async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackRequest], Awaitable[Decision | None]]
-                  ) -> Response:
+async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackRequest], Awaitable[Decision | None]],
+                  *, keep_on_fault: bool = False) -> Response:
     try:
         gate = _gate(request)
         peer = request.client.host if request.client else ""
@@ -82,7 +84,11 @@ async def _decide(request: Request, handler: Callable[[CallbackGate, CallbackReq
             return _forbidden(request, f"caller {peer} sent a missing or wrong callback token")
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         decision = await handler(gate, CallbackRequest.from_form(form))
-    except Exception as exc:  # fail closed, whatever went wrong
+    except Exception as exc:  # fail closed, whatever went wrong, unless refusing would drop a live publisher
+        if keep_on_fault:
+            log.warning("rtmp %s could not check the publisher (%s: %s): kept until a check works",
+                        request.url.path, type(exc).__name__, exc)
+            return Response(status_code=200)
         log.error("rtmp %s failed closed: %s: %s", request.url.path, type(exc).__name__, exc)
         return Response("unavailable\n", status_code=503, media_type="text/plain")
     if decision is None or (decision.allowed and decision.rename_to is None):
@@ -101,8 +107,8 @@ async def on_publish(request: Request) -> Response:
 
 @router.post("/on_update")
 async def on_update(request: Request) -> Response:
-    """200 while the publisher's key is still valid; 403 drops it."""
-    return await _decide(request, CallbackGate.update)
+    """200 while the publisher's key is still valid, or when it cannot be checked; 403 drops it."""
+    return await _decide(request, CallbackGate.update, keep_on_fault=True)
 
 
 @router.post("/on_publish_done")
