@@ -80,21 +80,16 @@ def ensure_partitions(conn: psycopg.Connection, days: Iterable[date]) -> list[da
 def vacuum_finished_days(conn: psycopg.Connection, today: date) -> list[date]:
     """`VACUUM (FREEZE, ANALYZE)` the partitions of days before `today` not vacuumed since their day ended (after a
     statistics reset they are vacuumed again, which costs little once frozen); returns their days. `conn` must be in
-    autocommit mode."""
-    rows = conn.execute(
-        "SELECT c.relname AS name, s.last_vacuum AS vacuumed FROM pg_inherits i "
-        "JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
-        "WHERE i.inhparent = 'gpu_metrics'::regclass").fetchall()
+    autocommit mode, with dict rows."""
     done: list[date] = []
-    for row in rows:
-        match = _PARTITION.fullmatch(row["name"])
-        if not match:
-            continue
-        day = datetime.strptime(match[1], "%Y%m%d").date()
-        if day < today and (row["vacuumed"] is None or row["vacuumed"] < _midnight(day + timedelta(days=1))):
-            conn.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(sql.Identifier(row["name"])))
+    for day in sorted(d for d in existing_partitions(conn) if d < today):
+        name = partition_name(day)
+        vacuumed = conn.execute("SELECT (SELECT last_vacuum FROM pg_stat_user_tables WHERE relid = %s::regclass) "
+                                "AS at", (name,)).fetchone()["at"]
+        if vacuumed is None or vacuumed < _midnight(day + timedelta(days=1)):
+            conn.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(sql.Identifier(name)))
             done.append(day)
-    return sorted(done)
+    return done
 
 
 DropGuard = Callable[[psycopg.Connection, date], bool]
